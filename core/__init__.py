@@ -1,0 +1,1 @@
+"""Domain-agnostic core of Bilevel Autoresearch: the loop every level stands on."""
