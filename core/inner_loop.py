@@ -1,0 +1,380 @@
+"""The one controller every level runs: propose → execute → evaluate → keep/discard.
+
+Level 1 runs it over task changes, Level 2 runs the same class over mechanisms (a candidate is a
+mechanism's source; executing it means attaching it to the running Level-1 controller for a cycle).
+So a mechanism written for Level 1 — a tabu list, a bandit — can be attached to Level 2 unchanged.
+
+Every iteration ends in exactly one journaled :class:`TrialRecord`, whatever failed on the way: the
+record is built and written after any ordinary exception (status CRASH, with the traceback tail).
+Only a stop request (:class:`BudgetExceeded`, Ctrl-C, SIGTERM) leaves the iteration unrecorded; its
+candidate was journaled as ``proposal`` before executing, and ``resume`` re-executes that same
+candidate, so no finished trial is lost and none is run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from core.deadline import call_with_deadline
+from core.errors import BudgetExceeded
+from core.mechanism import HOOKS, Mechanism
+from core.plugins import Decider, Evaluator, ExecContext, Executor, Proposer, StrictImprovement
+from core.records import (
+    Constraints,
+    EvalInput,
+    Evaluation,
+    ExecutionResult,
+    FilterVerdict,
+    Guidance,
+    Proposal,
+    ProposalContext,
+    Status,
+    TrialRecord,
+)
+from core.state import RunDir
+
+log = logging.getLogger(__name__)
+
+TAIL_CHARS = 2000
+MAX_ARTIFACT_BYTES = 5_000_000
+_RESULT_STATUS = {"crash": Status.CRASH, "fail": Status.FAIL, "timeout": Status.TIMEOUT}
+_HOOK_TYPES: dict[str, tuple[type, ...]] = {
+    "guidance": (Guidance,),
+    "propose": (Proposal,),
+    "filter": (FilterVerdict,),
+    "decide": (bool,),
+    "observe": (object,),
+}
+
+
+def tail(text: str, n: int = TAIL_CHARS) -> str:
+    return text if len(text) <= n else text[-n:]
+
+
+def overridden_hooks(instance: Mechanism) -> tuple[str, ...]:
+    cls = type(instance)
+    return tuple(h for h in HOOKS if getattr(cls, h, None) is not getattr(Mechanism, h))
+
+
+@dataclass
+class AttachedMechanism:
+    name: str
+    instance: Mechanism
+    origin: Literal["library", "generated"] = "library"
+    digest: str | None = None
+    hooks: tuple[str, ...] = ()
+    calls: Counter = field(default_factory=Counter)
+
+
+DetachCallback = Callable[[AttachedMechanism, str], None]
+
+
+class InnerLoopController:
+    """Runs iterations of one loop and journals each one.
+
+    ``search`` (the Level-1.5 search configuration, as a dict) and ``outer_guidance`` are set by the
+    outer loop between cycles; both reach the proposer through :class:`ProposalContext` and nothing
+    else. ``lessons`` derives lesson text from the history (it is recomputed, never stored).
+    """
+
+    def __init__(
+        self,
+        *,
+        run: RunDir,
+        proposer: Proposer,
+        executor: Executor,
+        evaluator: Evaluator,
+        decider: Decider | None = None,
+        loop: str = "inner",
+        direction: Literal["minimize", "maximize"] = "minimize",
+        max_reasks: int = 3,
+        hook_timeout_s: float = 5.0,
+        seed: int = 0,
+        lessons: Callable[[tuple[TrialRecord, ...]], Iterable[str]] | None = None,
+    ) -> None:
+        if max_reasks < 0:
+            raise ValueError("max_reasks must be >= 0")
+        self.run = run
+        self.loop = loop
+        self.proposer = proposer
+        self.executor = executor
+        self.evaluator = evaluator
+        self.decider = decider or StrictImprovement()
+        self.direction = direction
+        self.max_reasks = max_reasks
+        self.hook_timeout_s = hook_timeout_s
+        self.seed = seed
+        self.lessons = lessons
+        self.search: dict[str, Any] = {}
+        self.outer_guidance = Guidance()
+        self.mechanisms: list[AttachedMechanism] = []
+        self.on_detach: list[DetachCallback] = []
+        self._calls: dict[str, Counter] = defaultdict(Counter)
+        self.history: list[TrialRecord] = [
+            TrialRecord.model_validate(e["record"]) for e in run.journal.events("trial", loop=loop)
+        ]
+        last_proposal = run.journal.last("proposal", loop=loop)
+        self._pending = last_proposal if last_proposal and last_proposal["iteration"] == len(self.history) else None
+
+    # -- state derived from the history --------------------------------------------------------------
+    @property
+    def incumbent_record(self) -> TrialRecord | None:
+        for record in reversed(self.history):
+            if record.status is Status.KEEP:
+                return record
+        return None
+
+    @property
+    def best_score(self) -> float | None:
+        record = self.incumbent_record
+        return record.score if record else None
+
+    @property
+    def incumbent(self) -> str | None:
+        record = self.incumbent_record
+        return record.artifact if record else None
+
+    def records(self, cycle: int | None = None, *, include_baseline: bool = False) -> list[TrialRecord]:
+        return [
+            r for r in self.history
+            if (cycle is None or r.cycle == cycle)
+            and (include_baseline or r.proposal is None or r.proposal.origin != "baseline")
+        ]
+
+    # -- mechanisms ----------------------------------------------------------------------------------
+    def attach(self, mechanism: Mechanism, *, name: str | None = None, origin: Literal["library", "generated"] = "library",
+               digest: str | None = None, replay: bool = True) -> AttachedMechanism:
+        name = name or getattr(mechanism, "name", None) or type(mechanism).__name__
+        if any(m.name == name for m in self.mechanisms):
+            raise ValueError(f"a mechanism named {name!r} is already attached to loop {self.loop!r}")
+        attached = AttachedMechanism(name=name, instance=mechanism, origin=origin, digest=digest,
+                                     hooks=overridden_hooks(mechanism))
+        if replay and self.history:
+            call_with_deadline(mechanism.replay, tuple(self.history), timeout_s=self.hook_timeout_s)
+        self.mechanisms.append(attached)
+        log.info("loop %s: attached mechanism %s (%s)", self.loop, name, ", ".join(attached.hooks) or "no hooks")
+        return attached
+
+    def detach(self, name: str, *, reason: str, hook: str | None = None, traceback_tail: str = "",
+               journal: bool = True) -> AttachedMechanism | None:
+        for attached in list(self.mechanisms):
+            if attached.name == name:
+                self.mechanisms.remove(attached)
+                if journal:
+                    self.run.journal.append({
+                        "type": "mechanism_detached", "loop": self.loop, "iteration": len(self.history),
+                        "name": name, "hook": hook, "reason": reason, "traceback_tail": traceback_tail,
+                    })
+                for callback in self.on_detach:
+                    callback(attached, reason)
+                return attached
+        return None
+
+    def _hook(self, hook: str, *args: Any) -> list[tuple[AttachedMechanism, Any]]:
+        """Call ``hook`` on every attached mechanism that implements it; detach any that fails."""
+        results = []
+        for attached in list(self.mechanisms):
+            if hook not in attached.hooks:
+                continue
+            self._calls[attached.name][hook] += 1
+            attached.calls[hook] += 1
+            try:
+                out = call_with_deadline(getattr(attached.instance, hook), *args, timeout_s=self.hook_timeout_s)
+                expected = _HOOK_TYPES[hook]
+                if out is not None and hook != "observe" and not isinstance(out, expected):
+                    raise TypeError(f"hook {hook} returned {type(out).__name__}, expected {expected[0].__name__} or None")
+            except Exception as exc:  # a broken mechanism never stops the loop
+                reason = f"{hook} failed: {type(exc).__name__}: {exc}"
+                log.warning("loop %s: detaching mechanism %s: %s", self.loop, attached.name, reason)
+                self.detach(attached.name, reason=reason, hook=hook, traceback_tail=tail(traceback.format_exc()))
+                continue
+            results.append((attached, out))
+        return results
+
+    # -- one iteration -------------------------------------------------------------------------------
+    def context(self, iteration: int, cycle: int, *, guidance: Guidance | None = None,
+                feedback: tuple[str, ...] = ()) -> ProposalContext:
+        history = tuple(self.history)
+        return ProposalContext(
+            loop=self.loop, iteration=iteration, cycle=cycle, history=history, best_score=self.best_score,
+            incumbent=self.incumbent, direction=self.direction, search=dict(self.search),
+            guidance=guidance or self.outer_guidance,
+            lessons=tuple(self.lessons(history)) if self.lessons else (),
+            feedback=feedback, seed=self.seed * 1_000_003 + iteration,
+        )
+
+    def _guided_context(self, iteration: int, cycle: int) -> ProposalContext:
+        base = self.context(iteration, cycle)
+        texts = [self.outer_guidance.text] if self.outer_guidance.text else []
+        constraints: Constraints = self.outer_guidance.constraints
+        for attached, out in self._hook("guidance", base):
+            if out is None:
+                continue
+            if out.text:
+                texts.append(f"[{attached.name}] {out.text}")
+            constraints = constraints.merge(out.constraints)
+        return base.model_copy(update={"guidance": Guidance(text="\n".join(texts), constraints=constraints)})
+
+    def _propose(self, ctx: ProposalContext) -> tuple[Proposal | None, tuple[str, ...]]:
+        feedback: list[str] = []
+        for _attempt in range(self.max_reasks + 1):
+            asked = ctx.model_copy(update={"feedback": tuple(feedback)})
+            candidate = None
+            for attached, out in self._hook("propose", asked):
+                if out is not None:
+                    candidate = out if out.origin != "proposer" else out.model_copy(update={"origin": attached.name})
+                    break
+            if candidate is None:
+                candidate = self.proposer.propose(asked)
+            rejected = None
+            for attached, verdict in self._hook("filter", candidate, asked):
+                if verdict is None or verdict.action == "accept":
+                    continue
+                if verdict.action == "reject":
+                    rejected = f"{attached.name}: {verdict.reason or 'rejected'}"
+                    break
+                if verdict.proposal is not None:
+                    candidate = verdict.proposal
+            if rejected is None:
+                return candidate, tuple(feedback)
+            feedback.append(rejected)
+        return None, tuple(feedback)
+
+    def step(self, cycle: int = 0, *, baseline: bool = False) -> TrialRecord:
+        iteration = len(self.history)
+        self._calls = defaultdict(Counter)
+        started = time.monotonic()
+        fields: dict[str, Any] = {"status": Status.CRASH}
+        proposal: Proposal | None = None
+        rejections: tuple[str, ...] = ()
+        best_before = self.best_score
+        parent = self.incumbent
+        try:
+            if baseline:
+                ctx = self.context(iteration, cycle)
+                proposal = Proposal(origin="baseline", hypothesis="unchanged starting point", region="baseline")
+            elif self._pending is not None and self._pending["iteration"] == iteration:
+                ctx = self.context(iteration, cycle)
+                proposal = Proposal.model_validate(self._pending["proposal"])
+                rejections = tuple(self._pending.get("rejections", ()))
+                for name, counts in self._pending.get("hook_calls", {}).items():
+                    self._calls[name].update(counts)
+                log.info("loop %s: resuming iteration %d with its journaled candidate", self.loop, iteration)
+            else:
+                ctx = self._guided_context(iteration, cycle)
+                proposal, rejections = self._propose(ctx)
+            self._pending = None
+            if proposal is None:
+                fields = {"status": Status.REJECTED, "error": "every candidate was filtered out"}
+            else:
+                self.run.journal.append({
+                    "type": "proposal", "loop": self.loop, "iteration": iteration, "cycle": cycle,
+                    "proposal": proposal.model_dump(mode="json"), "rejections": list(rejections),
+                    "hook_calls": {k: dict(v) for k, v in self._calls.items()},
+                })
+                fields = self._execute_and_judge(proposal, ctx, iteration, cycle, parent)
+        except (BudgetExceeded, KeyboardInterrupt, SystemExit) as exc:
+            self.run.journal.append({"type": "stopped", "loop": self.loop, "iteration": iteration,
+                                     "reason": f"{type(exc).__name__}: {exc}"})
+            raise
+        except Exception as exc:
+            log.warning("loop %s iteration %d crashed: %s", self.loop, iteration, exc)
+            fields = {"status": Status.CRASH, "error": f"{type(exc).__name__}: {exc}",
+                      "log_tail": tail(traceback.format_exc())}
+        record = TrialRecord(
+            loop=self.loop, iteration=iteration, cycle=cycle, proposal=proposal, best_before=best_before,
+            parent_artifact=parent, rejections=rejections, duration_s=round(time.monotonic() - started, 4),
+            **fields,
+        )
+        return self._finish(record)
+
+    def _execute_and_judge(self, proposal: Proposal, ctx: ProposalContext, iteration: int, cycle: int,
+                           parent: str | None) -> dict[str, Any]:
+        exec_ctx = ExecContext(loop=self.loop, iteration=iteration, cycle=cycle, run_dir=self.run.path,
+                               trial_dir=self.run.trial_dir(self.loop, iteration), incumbent=parent)
+        result: ExecutionResult = self.executor.execute(proposal, exec_ctx)
+        fields: dict[str, Any] = {"metrics": dict(result.metrics), "artifact": result.artifact,
+                                  "log_tail": tail(result.log_tail)}
+        if result.status != "ok":
+            fields["status"] = _RESULT_STATUS[result.status]
+            fields["error"] = str(result.detail.get("error", result.status))
+            return fields
+        evaluation: Evaluation = self.evaluator.evaluate(
+            EvalInput(metrics=dict(result.metrics), artifact_text=self._artifact_text(result.artifact))
+        )
+        fields["score"] = evaluation.score
+        fields["details"] = dict(evaluation.details)
+        keep = bool(self.decider.decide(evaluation.score, self.best_score, ctx))
+        decided_by = "decider"
+        draft = TrialRecord(loop=self.loop, iteration=iteration, cycle=cycle, proposal=proposal,
+                            status=Status.KEEP if keep else Status.DISCARD, best_before=self.best_score, **fields)
+        if proposal.origin != "baseline":
+            for attached, verdict in self._hook("decide", draft, ctx):
+                if verdict is not None:
+                    keep, decided_by = verdict, attached.name
+                    break
+        else:
+            keep = True  # the baseline is the starting incumbent by definition
+        fields["status"] = Status.KEEP if keep else Status.DISCARD
+        fields["decided_by"] = decided_by
+        return fields
+
+    def _artifact_text(self, artifact: str | None) -> str | None:
+        if not artifact:
+            return None
+        path = self.run.abs(artifact)
+        if not path.is_file() or path.stat().st_size > MAX_ARTIFACT_BYTES:
+            return None
+        return path.read_text(encoding="utf-8", errors="replace")
+
+    def _finish(self, record: TrialRecord) -> TrialRecord:
+        best_after = record.score if record.status is Status.KEEP else record.best_before
+        record = record.model_copy(update={"best_after": best_after})
+        try:
+            self.executor.settle(record)
+        except Exception as exc:
+            log.warning("loop %s: settle failed: %s", self.loop, exc)
+            record = record.model_copy(update={"error": f"{record.error} settle failed: {exc}".strip()})
+        self._hook("observe", record)
+        record = record.model_copy(update={"hook_calls": {k: dict(v) for k, v in self._calls.items()}})
+        self.run.journal.append({"type": "trial", "loop": self.loop, "record": record.model_dump(mode="json")})
+        self.history.append(record)
+        return record
+
+    # -- running -------------------------------------------------------------------------------------
+    def ensure_baseline(self, cycle: int = 0) -> TrialRecord:
+        """Measure the unchanged starting point once (iteration 0); on resume, return the journaled one."""
+        for record in self.history:
+            if record.proposal is not None and record.proposal.origin == "baseline":
+                return record
+        if self.history:
+            raise RuntimeError(f"loop {self.loop!r} has records but no baseline")
+        return self.step(cycle, baseline=True)
+
+    def run_cycle(self, cycle: int, iterations: int, *, deadline: float | None = None,
+                  on_record: Callable[[TrialRecord], None] | None = None) -> list[TrialRecord]:
+        """Run until ``cycle`` holds ``iterations`` non-baseline records (so a resumed cycle runs only
+        what is missing), or until ``deadline`` (a ``time.monotonic()`` value) has passed."""
+        while len(self.records(cycle)) < iterations:
+            if deadline is not None and time.monotonic() >= deadline:
+                log.info("loop %s: wall-time limit reached in cycle %d", self.loop, cycle)
+                break
+            record = self.step(cycle)
+            if on_record:
+                on_record(record)
+        return self.records(cycle)
+
+
+def hook_call_totals(records: Iterable[TrialRecord]) -> dict[str, dict[str, int]]:
+    """Sum the per-iteration hook-call counts of ``records`` per mechanism and hook."""
+    totals: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        for name, counts in record.hook_calls.items():
+            totals[name].update(counts)
+    return {name: dict(counts) for name, counts in totals.items()}
