@@ -1,0 +1,76 @@
+"""The library of search mechanisms, and the templates Level 2 designs from.
+
+Each module here plays three parts:
+
+1. an attachable library mechanism (``build("tabu", tenure=4)`` → attach it to any controller);
+2. a *template*: the offline Level-2 designer picks one by the diagnosis it ``addresses``, sets its
+   ``PARAMS`` with :func:`~domains.train_opt.mechanisms.render.render_template` and hot-loads the
+   rendered source like any generated mechanism;
+3. a worked example shown to an LLM designer (:func:`~domains.train_opt.mechanisms.render.template_source`).
+
+So every template module obeys the generated-code policy: it imports only ``core.mechanism``,
+``core.records`` and allow-listed stdlib modules, defines exactly one public ``Mechanism`` subclass,
+and keeps its knobs in a module-level ``PARAMS`` dict literal.
+
+``TEMPLATES`` maps a template name to its metadata: ``module`` (file name in this folder),
+``class_name``, ``description``, ``addresses`` (the short diagnosis tag a designer matches a trace
+against), ``diagnosis`` (the symptom in words), ``hooks`` (the hooks it overrides) and ``params``
+(the defaults, read from the module's ``PARAMS``).
+"""
+
+from typing import Any
+
+from core.mechanism import HOOKS, Mechanism
+from domains.train_opt.mechanisms import bandit, orthogonal, step_size, tabu
+from domains.train_opt.mechanisms.bandit import BanditMechanism
+from domains.train_opt.mechanisms.orthogonal import OrthogonalExplorationMechanism
+from domains.train_opt.mechanisms.step_size import StepSizeMechanism
+from domains.train_opt.mechanisms.tabu import TabuMechanism
+
+__all__ = [
+    "LIBRARY",
+    "TEMPLATES",
+    "BanditMechanism",
+    "OrthogonalExplorationMechanism",
+    "StepSizeMechanism",
+    "TabuMechanism",
+    "build",
+]
+
+LIBRARY: dict[str, type[Mechanism]] = {
+    cls.name: cls
+    for cls in (TabuMechanism, BanditMechanism, OrthogonalExplorationMechanism, StepSizeMechanism)
+}
+
+_DIAGNOSES = {
+    "tabu": ("repeats", "the search re-proposes the same regions although their last try was not kept"),
+    "orthogonal": ("narrow", "the search concentrates on a few parameters and keeps failing there"),
+    "bandit": ("plateau", "no keeps for a while: spend the tries where they have paid before"),
+    "step_size": ("crashes/overshoot", "many crashes or large discards: moves overshoot the good region"),
+}
+_MODULES = {"tabu": tabu, "bandit": bandit, "orthogonal": orthogonal, "step_size": step_size}
+
+
+def _hooks(cls: type[Mechanism]) -> tuple[str, ...]:
+    return tuple(h for h in HOOKS if getattr(cls, h) is not getattr(Mechanism, h))
+
+
+TEMPLATES: dict[str, dict[str, Any]] = {
+    name: {
+        "module": f"{name}.py",
+        "class_name": LIBRARY[name].__name__,
+        "description": LIBRARY[name].description,
+        "addresses": addresses,
+        "diagnosis": diagnosis,
+        "hooks": _hooks(LIBRARY[name]),
+        "params": dict(_MODULES[name].PARAMS),
+    }
+    for name, (addresses, diagnosis) in _DIAGNOSES.items()
+}
+
+
+def build(name: str, **params: Any) -> Mechanism:
+    """A library mechanism by template name, with ``params`` over its defaults."""
+    if name not in LIBRARY:
+        raise ValueError(f"unknown mechanism {name!r}; known: {', '.join(sorted(LIBRARY))}")
+    return LIBRARY[name](**params)
