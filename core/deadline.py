@@ -32,6 +32,7 @@ def _with_alarm(fn: Callable[..., T], args: tuple, kwargs: dict, timeout_s: floa
         raise HookTimeout(f"ran past its {timeout_s:g}s deadline")
 
     previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+    started = time.monotonic()
     previous_timer = signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
         return fn(*args, **kwargs)
@@ -39,7 +40,7 @@ def _with_alarm(fn: Callable[..., T], args: tuple, kwargs: dict, timeout_s: floa
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous_handler)
         if previous_timer[0] > 0:  # an outer deadline was running: give it back what is left
-            signal.setitimer(signal.ITIMER_REAL, max(previous_timer[0] - timeout_s, 1e-3))
+            signal.setitimer(signal.ITIMER_REAL, max(previous_timer[0] - (time.monotonic() - started), 1e-3))
 
 
 def _with_trace(fn: Callable[..., T], args: tuple, kwargs: dict, timeout_s: float) -> T:

@@ -73,7 +73,6 @@ class Journal:
         events: list[dict[str, Any]] = []
         good_bytes = 0
         for index, line in enumerate(lines):
-            is_last = index == len(lines) - 1 or all(not rest.strip() for rest in lines[index + 1 :])
             if not line.strip():
                 good_bytes += len(line) + 1
                 continue
@@ -82,6 +81,8 @@ class Journal:
                 if not isinstance(event, dict):
                     raise ValueError("not an object")
             except ValueError as exc:
+                # only a damaged line pays for this scan (slicing per line made every load quadratic)
+                is_last = all(not rest.strip() for rest in lines[index + 1 :])
                 if is_last:
                     log.warning("journal %s: dropping torn last line (%d bytes)", self.path, len(line))
                     self._truncate(good_bytes)
