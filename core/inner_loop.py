@@ -300,7 +300,7 @@ class InnerLoopController:
                                trial_dir=self.run.trial_dir(self.loop, iteration), incumbent=parent)
         result: ExecutionResult = self.executor.execute(proposal, exec_ctx)
         fields: dict[str, Any] = {"metrics": dict(result.metrics), "artifact": result.artifact,
-                                  "log_tail": tail(result.log_tail)}
+                                  "log_tail": tail(result.log_tail), "info": dict(result.detail)}
         if result.status != "ok":
             fields["status"] = _RESULT_STATUS[result.status]
             fields["error"] = str(result.detail.get("error", result.status))

@@ -98,6 +98,7 @@ class TrialRecord(Frozen):
     best_after: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     details: dict[str, float] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
     artifact: str | None = None
     parent_artifact: str | None = None
     log_tail: str = ""

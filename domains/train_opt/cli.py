@@ -1,0 +1,215 @@
+"""train_opt command line: ``python -m domains.train_opt.cli [GLOBAL OPTIONS] COMMAND [OPTIONS]``.
+
+Global options (provider, models, seed, target, run directory, time budget) go before the command,
+as in ``python -m domains.train_opt.cli --provider deepseek bilevel --inner-budget 5 --outer-cycles 2``;
+the run-shaping ones are also accepted after it. Every user mistake is a one-line error and exit 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.errors import UserError
+from core.records import Status, TrialRecord
+from core.state import DEFAULT_RUNS_ROOT
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Improve a GPT training script's val_bpb with a bilevel autoresearch loop.")
+console = Console()
+err = Console(stderr=True)
+_STYLE = {Status.KEEP: "green", Status.DISCARD: "white", Status.CRASH: "red", Status.FAIL: "red",
+          Status.TIMEOUT: "red", Status.REJECTED: "yellow"}
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    provider: str = typer.Option("offline", help="Researcher: offline | openai | anthropic | deepseek | compat | ollama | openrouter | replay:CASSETTE."),
+    model: Optional[str] = typer.Option(None, help="Model id (default: the provider's default)."),
+    outer_provider: Optional[str] = typer.Option(None, help="Provider for Levels 1.5 and 2 (default: --provider)."),
+    outer_model: Optional[str] = typer.Option(None, help="Model for Levels 1.5 and 2."),
+    seed: int = typer.Option(0, help="Seed for the researcher and the search."),
+    target_dir: Optional[Path] = typer.Option(None, help="An autoresearch-style clone (train.py + prepare.py); default: the bundled CPU harness."),
+    run_dir: Optional[Path] = typer.Option(None, help=f"Run directory (default: a new folder under {DEFAULT_RUNS_ROOT}/)."),
+    time_budget: Optional[float] = typer.Option(None, help="Training seconds per trial (bundled harness only)."),
+    data: Optional[Path] = typer.Option(None, help="A UTF-8 text file or folder to train on instead of the bundled corpus."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per trial (default: all cores)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log diagnostics."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {k: v for k, v in locals().items() if k not in ("ctx", "verbose")}
+
+
+def _settings(ctx: typer.Context, **overrides: Any) -> Any:
+    from domains.train_opt.session import make_settings
+
+    values = dict(ctx.obj)
+    for key, value in overrides.items():
+        if value is not None or key not in values:
+            values[key] = value
+    run_dir = values.pop("run_dir", None)
+    for key in ("target_dir", "data"):
+        if values.get(key) is not None:
+            values[key] = str(values[key])
+    return make_settings(**values), run_dir
+
+
+def _line(record: TrialRecord, best: list[float | None]) -> None:
+    if record.status is Status.KEEP and record.score is not None:
+        best[0] = record.score if best[0] is None else min(best[0], record.score)
+    change = ", ".join(f"{k}={v!r}" for k, v in (record.proposal.changes if record.proposal else {}).items())
+    change = change or ("baseline" if record.proposal and record.proposal.origin == "baseline" else "-")
+    score = f"{record.score:.6f}" if record.score is not None else "   -    "
+    best_s = f"{best[0]:.6f}" if best[0] is not None else "-"
+    style = _STYLE.get(record.status, "white")
+    mech = f" [dim]hooks: {', '.join(record.hook_calls)}[/dim]" if record.hook_calls else ""
+    note = f" [dim]({record.error[:70]})[/dim]" if record.error and record.status is not Status.KEEP else ""
+    console.print(f"[bold]#{record.iteration:>3}[/bold] c{record.cycle} {change:<44} val_bpb {score} "
+                  f"[{style}]{record.status.value:<8}[/{style}] best {best_s}{mech}{note}")
+
+
+def _execute(session: Any, *, header: str) -> dict[str, Any]:
+    from domains.train_opt.report import write_report
+
+    best: list[float | None] = [session.inner.best_score]
+    session.on_record = lambda r: _line(r, best)
+    console.print(f"[bold]{header}[/bold] → {session.rundir.path}")
+    if "offline" in {session.settings.provider, session.settings.outer_provider or session.settings.provider}:
+        console.print("[dim]researcher: offline stand-in (deterministic rules, not an LLM)[/dim]")
+    try:
+        summary = session.run()
+    except KeyboardInterrupt:
+        err.print(f"interrupted; nothing finished is lost. Continue with: python -m domains.train_opt.cli resume {session.rundir.path}")
+        session.close()
+        raise typer.Exit(130) from None
+    session.close()
+    report = write_report(session.rundir.path)
+    _final_table(summary)
+    best_file = session.rundir.path / "best_train.py"
+    if best_file.exists():
+        from domains.train_opt.target import diff
+
+        patch = diff((session.rundir.path / "original_train.py").read_text(), best_file.read_text())
+        console.print("[bold]best train.py vs. original[/bold]")
+        console.print(patch.rstrip() or "(unchanged)", markup=False, highlight=False)
+    if summary.get("stopped"):
+        console.print(f"[yellow]stopped: {summary['stopped']}[/yellow] — resume with: "
+                      f"python -m domains.train_opt.cli resume {session.rundir.path}")
+    console.print(f"report: {report}")
+    return summary
+
+
+def _final_table(summary: dict[str, Any]) -> None:
+    table = Table(title="train_opt summary")
+    for col in ("baseline", "best", "Δ val_bpb", "trials", "keep", "discard", "crash/fail/timeout", "mechanisms"):
+        table.add_column(col)
+    c = summary["counts"]
+    mechs = ", ".join(f"{m['region']}→{m['verdict']}" for m in summary["mechanisms"]) or "-"
+    fmt = lambda v: "-" if v is None else f"{v:.6f}"  # noqa: E731
+    table.add_row(fmt(summary["baseline"]), fmt(summary["best"]), fmt(summary["delta"]), str(summary["iterations"]),
+                  str(c["keep"]), str(c["discard"]), str(c["crash"] + c["fail"] + c["timeout"]), mechs)
+    console.print(table)
+
+
+def _guard(fn: Any) -> Any:
+    try:
+        return fn()
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+_LEVELS_HELP = "Comma list of levels: 1 (inner), 1.5 (config), 2 (mechanisms)."
+
+
+@app.command()
+def once(ctx: typer.Context) -> None:
+    """Run one baseline trial of the target and print its summary."""
+    from domains.train_opt.session import TrainSession
+
+    def go() -> None:
+        settings, run_dir = _settings(ctx, levels=("1",), inner_budget=0, outer_cycles=1)
+        _execute(TrainSession.start(settings, run_dir), header="train_opt once")
+
+    _guard(go)
+
+
+def _loop_command(ctx: typer.Context, *, levels: str, header: str, **options: Any) -> None:
+    from domains.train_opt.session import TrainSession, parse_levels
+
+    def go() -> None:
+        settings, run_dir = _settings(ctx, levels=parse_levels(levels), **options)
+        _execute(TrainSession.start(settings, run_dir), header=header)
+
+    _guard(go)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    inner_budget: int = typer.Option(10, help="Level-1 trials (after the baseline)."),
+    max_cost: Optional[float] = typer.Option(None, help="Stop when LLM spend reaches this many USD."),
+    max_calls: Optional[int] = typer.Option(None, help="Stop after this many LLM calls."),
+    noise_floor: Optional[float] = typer.Option(None, help="Keep only gains larger than this (val_bpb)."),
+    wall_time: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
+    time_budget: Optional[float] = typer.Option(None, help="Training seconds per trial."),
+    record_cassette: bool = typer.Option(False, help="Record every LLM call to RUN_DIR/cassette.jsonl."),
+) -> None:
+    """Level 1 only: propose → train → keep/discard, for --inner-budget trials."""
+    _loop_command(ctx, levels="1", header="train_opt run (Level 1)", inner_budget=inner_budget, outer_cycles=1,
+                  max_cost_usd=max_cost, max_calls=max_calls, noise_floor=noise_floor, wall_time_s=wall_time,
+                  time_budget=time_budget, record_cassette=record_cassette)
+
+
+@app.command()
+def bilevel(
+    ctx: typer.Context,
+    inner_budget: int = typer.Option(3, help="Level-1 trials per outer cycle."),
+    outer_cycles: int = typer.Option(3, help="Outer cycles (Level 2 acts from the second one)."),
+    levels: str = typer.Option("1,1.5,2", help=_LEVELS_HELP),
+    max_cost: Optional[float] = typer.Option(None, help="Stop when LLM spend reaches this many USD."),
+    max_calls: Optional[int] = typer.Option(None, help="Stop after this many LLM calls."),
+    noise_floor: Optional[float] = typer.Option(None, help="Keep only gains larger than this (val_bpb)."),
+    wall_time: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
+    time_budget: Optional[float] = typer.Option(None, help="Training seconds per trial."),
+    record_cassette: bool = typer.Option(False, help="Record every LLM call to RUN_DIR/cassette.jsonl."),
+) -> None:
+    """Levels 1 + 1.5 + 2 (choose with --levels): the inner loop, its config, and new mechanisms."""
+    _loop_command(ctx, levels=levels, header=f"train_opt bilevel (levels {levels})", inner_budget=inner_budget,
+                  outer_cycles=outer_cycles, max_cost_usd=max_cost, max_calls=max_calls, noise_floor=noise_floor,
+                  wall_time_s=wall_time, time_budget=time_budget, record_cassette=record_cassette)
+
+
+@app.command()
+def resume(run_dir: Path = typer.Argument(..., help="The run directory to continue.")) -> None:
+    """Continue a stopped or killed run from its journal (no trial lost, none repeated)."""
+    from domains.train_opt.session import TrainSession
+
+    _guard(lambda: _execute(TrainSession.resume(run_dir), header="train_opt resume"))
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="The run directory to summarize.")) -> None:
+    """Write REPORT.md and val_bpb.png into the run directory."""
+    from domains.train_opt.report import write_report
+
+    def go() -> None:
+        out = write_report(run_dir)
+        console.print(f"wrote {out} and {out.parent / 'val_bpb.png'}")
+
+    _guard(go)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Run one training trial as a child process and parse its summary.
+
+The child runs in its own process group with a hard timeout; on overrun the whole group gets
+SIGTERM, then SIGKILL, so no grandchild (a dataloader worker, a compiler) survives. API keys and
+other secrets are removed from its environment. Output goes to a log file (never a pipe that could
+fill up), and the result is read from the ``key: value`` lines after the last ``---``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.plugins import ExecContext, Executor
+from core.records import ExecutionResult, Proposal
+from core.state import atomic_write_text
+from domains.train_opt import target as tgt
+
+SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
+_SUMMARY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(\S+)\s*$")
+LOG_TAIL_CHARS = 3000
+
+
+def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
+    env.update(extra or {})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def parse_summary(output: str) -> dict[str, float]:
+    """``key: value`` lines after the last ``---`` line; carriage-return progress lines tolerated."""
+    lines = re.split(r"[\r\n]+", output)
+    try:
+        start = len(lines) - 1 - lines[::-1].index("---")
+    except ValueError:
+        start = -1
+    metrics: dict[str, float] = {}
+    for line in lines[start + 1:]:
+        match = _SUMMARY.match(line)
+        if not match:
+            continue
+        try:
+            metrics[match.group(1)] = float(match.group(2))
+        except ValueError:
+            continue
+    return metrics
+
+
+def read_tail(path: Path, n: int = LOG_TAIL_CHARS) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - n * 4))
+        text = fh.read().decode("utf-8", errors="replace")
+    # keep only the last state of \r-overwritten progress lines
+    text = "\n".join(seg.split("\r")[-1] for seg in text.split("\n"))
+    return text[-n:]
+
+
+def kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # the leader is gone; make sure nothing else of the group survives
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
+                env: dict[str, str] | None = None) -> tuple[int | None, bool, float]:
+    """Run ``cmd``; return (exit code or None, timed out, seconds)."""
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=scrubbed_env(env), start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            code, timed_out = None, True
+        except BaseException:
+            kill_group(proc, grace_s=0.5)
+            raise
+    return code, timed_out, time.monotonic() - started
+
+
+class TrainExecutor(Executor):
+    """Writes the candidate ``train.py`` (incumbent + changes) and runs it in the working copy.
+
+    ``workdir`` is the run's copy of the target directory; trials run there one at a time, so
+    ``import prepare`` resolves exactly as in the user's clone. Each trial keeps its ``train.py``,
+    its diff against the parent and its log under the trial directory.
+    """
+
+    def __init__(self, *, workdir: Path, original: Path, command: list[str] | None = None, timeout_s: float,
+                 env: dict[str, str] | None = None, metric: str = "val_bpb") -> None:
+        self.workdir = Path(workdir)
+        self.original = Path(original)
+        self.command = command or [sys.executable, "train.py"]
+        self.timeout_s = timeout_s
+        self.env = dict(env or {})
+        self.metric = metric
+
+    def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
+        parent = (ctx.run_dir / ctx.incumbent) if ctx.incumbent else self.original
+        parent_src = parent.read_text(encoding="utf-8")
+        try:
+            candidate = tgt.apply_changes(parent_src, dict(proposal.changes))
+        except ValueError as exc:
+            return ExecutionResult(status="crash", log_tail=f"edit rejected: {exc}", detail={"error": f"edit rejected: {exc}"})
+        artifact = ctx.trial_dir / "train.py"
+        atomic_write_text(artifact, candidate)
+        atomic_write_text(ctx.trial_dir / "diff.patch", tgt.diff(parent_src, candidate))
+        atomic_write_text(self.workdir / "train.py", candidate)
+        log_path = ctx.trial_dir / "run.log"
+        code, timed_out, seconds = run_command(self.command, cwd=self.workdir, log_path=log_path,
+                                               timeout_s=self.timeout_s, env=self.env)
+        rel = str(artifact.relative_to(ctx.run_dir))
+        log_tail = read_tail(log_path)
+        if timed_out:
+            return ExecutionResult(status="timeout", artifact=rel, log_tail=log_tail, duration_s=seconds,
+                                   detail={"error": f"killed after {self.timeout_s:g}s"})
+        metrics = parse_summary(log_path.read_text(encoding="utf-8", errors="replace"))
+        value = metrics.get(self.metric)
+        failed = re.search(r"^\s*FAIL\s*$", log_tail, re.MULTILINE) is not None
+        if value is None or not math.isfinite(value):
+            status = "fail" if failed else "crash"
+            return ExecutionResult(status=status, metrics=metrics, artifact=rel, log_tail=log_tail, duration_s=seconds,
+                                   detail={"error": f"{'FAIL reported' if failed else 'no ' + self.metric + ' line'} (exit {code})"})
+        return ExecutionResult(status="ok", metrics=metrics, artifact=rel, log_tail=log_tail, duration_s=seconds,
+                               detail={"exit_code": code, "command": shlex.join(self.command)})

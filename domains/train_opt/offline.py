@@ -1,0 +1,190 @@
+"""The offline researcher for train_opt: a deterministic, seeded stand-in for the LLM.
+
+It answers the three request purposes of this domain from the structured context each request
+carries — no text is "understood":
+
+* ``train_opt.propose``  a hyperparameter change: picks a parameter by the search strategy, the
+  mechanisms' constraints (avoid/prefer params, avoid regions, step scale) and the record of what
+  was kept, and moves it a seeded random step inside its range. Frozen parameters are never touched.
+* ``train_opt.analyze``  a Level-1.5 config patch from trace statistics, by fixed rules.
+* ``train_opt.design_mechanism``  a Level-2 design: the library template that addresses the
+  diagnosed bottleneck, parameterised from the trace, skipping designs the feedback rejected.
+
+It exists so every level runs end to end on any machine, and it is what the tests and the committed
+CPU results use. Its answers are never an LLM's and are never reported as such.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from core.llm_client import register_offline_handler
+
+PURPOSE_PROPOSE = "train_opt.propose"
+PURPOSE_ANALYZE = "train_opt.analyze"
+PURPOSE_DESIGN = "train_opt.design_mechanism"
+_WINDOW_VARIANTS = ("L", "SL", "SSL", "SSSL", "SLSL", "LLLL", "SSSS")
+
+
+def _step(spec: dict[str, Any], value: Any, up: bool, scale: float, rng: random.Random) -> Any:
+    kind = spec["kind"]
+    low, high = spec.get("low"), spec.get("high")
+    if kind == "int":
+        if spec.get("pow2"):
+            new = value * 2 if up else max(1, value // 2)
+        else:
+            delta = max(1, round(abs(value) * 0.25 * scale * rng.uniform(0.6, 1.4)))
+            new = value + delta if up else value - delta
+    elif kind == "float":
+        if value > 0 and (spec.get("log") or value < 1):
+            factor = math.exp(rng.uniform(0.25, 0.7) * scale)
+            new = value * factor if up else value / factor
+        else:
+            span = (high - low) if low is not None and high is not None else 1.0
+            delta = span * 0.1 * scale * rng.uniform(0.5, 1.5)
+            new = value + delta if up else value - delta
+        new = float(f"{new:.4g}")
+    elif kind == "tuple":
+        idx = rng.randrange(len(value))
+        gap = 1.0 - value[idx]
+        moved = value[idx] + gap * 0.5 * scale if up else 1.0 - gap * (1 + 0.5 * scale)
+        new = tuple(float(f"{(moved if i == idx else v):.4g}") for i, v in enumerate(value))
+    elif kind == "str":
+        options = [v for v in _WINDOW_VARIANTS if v != value]
+        return rng.choice(options)
+    else:
+        return not value
+    if kind == "tuple":
+        lo = low if low is not None else -math.inf
+        hi = high if high is not None else math.inf
+        return tuple(min(max(v, lo), hi) for v in new)
+    if low is not None:
+        new = max(new, type(new)(low))
+    if high is not None:
+        new = min(new, type(new)(high))
+    return new
+
+
+def _direction(name: str, new: Any, old: Any) -> str:
+    if isinstance(new, (int, float)) and not isinstance(new, bool):
+        return "up" if new > old else "down"
+    if isinstance(new, tuple):
+        return "up" if sum(new) > sum(old) else "down"
+    return "set"
+
+
+def propose(request: Any) -> dict[str, Any]:
+    ctx, rng = request.context, request.rng
+    params: dict[str, dict[str, Any]] = ctx["params"]
+    cons = ctx.get("constraints", {})
+    avoid_params = set(cons.get("avoid_params", ()))
+    avoid_regions = set(cons.get("avoid_regions", ()))
+    feedback = tuple(ctx.get("feedback", ()))
+    scale = float(cons.get("step_scale") or ctx.get("step_scale", 1.0))
+    active = [p for p in ctx["active_params"] if p in params and p not in avoid_params] or list(ctx["active_params"])
+    stats: dict[str, dict[str, Any]] = ctx.get("param_stats", {})
+    prefer = [p for p in cons.get("prefer_params", ()) if p in active]
+    strategy = ctx.get("strategy", "explore")
+
+    def pick() -> str:
+        if prefer and rng.random() < 0.7:
+            return rng.choice(prefer)
+        if strategy == "exploit":
+            kept = [p for p in active if stats.get(p, {}).get("keeps", 0) > 0]
+            if kept and rng.random() < 0.7:
+                return rng.choice(kept)
+        if strategy in ("explore", "focused") and rng.random() < 0.6:
+            fewest = min(stats.get(p, {}).get("tries", 0) for p in active)
+            return rng.choice([p for p in active if stats.get(p, {}).get("tries", 0) == fewest])
+        return rng.choice(active)
+
+    for _attempt in range(24):
+        n = 1 + (rng.random() < 0.3) * (int(ctx.get("max_changes", 1)) - 1)
+        names = list(dict.fromkeys(pick() for _ in range(n)))
+        changes: dict[str, Any] = {}
+        for name in names:
+            spec, value = params[name], params[name]["value"]
+            last = stats.get(name, {}).get("kept_direction")
+            up = (last == "up") if last in ("up", "down") and rng.random() < 0.7 else rng.random() < 0.5
+            new = _step(spec, value, up, scale, rng)
+            if new != value:
+                changes[name] = new
+        if not changes:
+            continue
+        region = "+".join(f"{n}:{_direction(n, v, params[n]['value'])}" for n, v in sorted(changes.items()))
+        if region in avoid_regions or any(region in line for line in feedback):
+            continue
+        words = ", ".join(f"{n} {params[n]['value']!r} → {v!r}" for n, v in changes.items())
+        return {"changes": changes, "hypothesis": f"[offline stand-in] {strategy}: try {words}"}
+    name = rng.choice(active)
+    return {"changes": {name: _step(params[name], params[name]["value"], rng.random() < 0.5, scale, rng)},
+            "hypothesis": "[offline stand-in] every preferred region is tabu; random step"}
+
+
+def analyze(request: Any) -> dict[str, Any]:
+    ctx = request.context
+    stats, config = ctx["stats"], ctx["config"]
+    per_param: dict[str, dict[str, Any]] = stats.get("per_param", {})
+    active = list(config["active_params"])
+    patch: dict[str, Any] = {"freeze": [], "unfreeze": [], "reason": ""}
+    reasons = []
+    dead = sorted((p for p in active if per_param.get(p, {}).get("tries", 0) >= 2 and per_param[p].get("keeps", 0) == 0),
+                  key=lambda p: -per_param[p]["tries"])
+    room = max(0, len(active) - config.get("min_active", 3))
+    patch["freeze"] = dead[: min(config.get("max_freeze_per_cycle", 2), room)]
+    if patch["freeze"]:
+        reasons.append(f"{', '.join(patch['freeze'])} tried repeatedly without a keep")
+    plateau = stats.get("plateau", 0)
+    if plateau >= 3 and config.get("frozen_params"):
+        patch["unfreeze"] = list(config["frozen_params"])[:2]
+        reasons.append(f"no keep in the last {plateau} trials: bring back frozen parameters")
+    if stats.get("crash_rate", 0) > 0.3:
+        patch["step_scale"] = max(0.25, config.get("step_scale", 1.0) * 0.5)
+        reasons.append(f"crash rate {stats['crash_rate']:.0%}: smaller steps")
+    if stats.get("keeps", 0) > 0 and plateau < 3:
+        patch["strategy"] = "exploit"
+        best = max(per_param, key=lambda p: per_param[p].get("keeps", 0), default=None)
+        patch["guidance"] = f"Keeps came from {best}; refine around the incumbent." if best else ""
+        reasons.append("recent keeps: exploit")
+    else:
+        patch["strategy"] = "explore"
+        untried = [p for p in active if per_param.get(p, {}).get("tries", 0) == 0]
+        patch["guidance"] = f"Try parameters not yet explored: {', '.join(untried[:4])}." if untried else ""
+        reasons.append("no recent keeps: explore")
+    if stats.get("repeats", 0) >= 2:
+        reasons.append(f"{stats['repeats']} repeated regions")
+    patch["reason"] = "[offline stand-in] " + "; ".join(reasons)
+    return patch
+
+
+def design(request: Any) -> dict[str, Any]:
+    ctx, rng = request.context, request.rng
+    diagnosis: dict[str, float] = ctx["diagnosis"]
+    templates: dict[str, dict[str, Any]] = ctx["templates"]
+    avoid = set(ctx.get("constraints", {}).get("avoid_regions", ()))
+    avoid.update(f"template:{t}" for t in ctx.get("rejected_templates", ()))
+    for line in ctx.get("feedback", ()):
+        for name in templates:
+            if f"template:{name}" in line:
+                avoid.add(f"template:{name}")
+    ranked = sorted(templates, key=lambda t: (-diagnosis.get(templates[t]["addresses"], 0.0), t))
+    choices = [t for t in ranked if f"template:{t}" not in avoid] or ranked
+    name = choices[0] if rng.random() < 0.85 or len(choices) == 1 else choices[1]
+    defaults = dict(templates[name].get("default_params", {}))
+    budget = int(ctx.get("inner_budget", 5))
+    tuned = {k: v for k, v in defaults.items()}
+    for key, value in defaults.items():
+        if key in ("tenure", "patience", "window") and isinstance(value, int):
+            tuned[key] = max(2, min(value, budget + 1))
+    why = templates[name]["addresses"]
+    return {"template": name, "params": tuned, "source": None,
+            "rationale": f"[offline stand-in] main bottleneck '{why}' (score {diagnosis.get(why, 0):.2f}); "
+                         f"template {name} addresses it"}
+
+
+def register() -> None:
+    register_offline_handler(PURPOSE_PROPOSE, propose, replace=True)
+    register_offline_handler(PURPOSE_ANALYZE, analyze, replace=True)
+    register_offline_handler(PURPOSE_DESIGN, design, replace=True)

@@ -1,0 +1,57 @@
+"""Level 1.5 for train_opt: read the inner loop's trace, return a validated ``SearchConfig`` patch.
+
+The analyzer (an LLM, or the offline stand-in's fixed rules) sees trace statistics — per-parameter
+tries and keeps, repeated regions, crash rate, plateau length — and the recent trials. Its patch is
+validated by :func:`~domains.train_opt.config.apply_patch`; an invalid patch is journaled as
+rejected and the configuration stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from core.errors import ConfigError, StructuredOutputError
+from core.records import TrialRecord
+from core.state import Journal
+from domains.train_opt.config import ConfigPatch, SearchConfig, apply_patch
+from domains.train_opt.offline import PURPOSE_ANALYZE
+from domains.train_opt.runner import load_prompt
+from domains.train_opt.trace import search_records, trace_stats
+
+log = logging.getLogger(__name__)
+
+
+def current_config(journal: Journal, initial: SearchConfig) -> SearchConfig:
+    """The configuration in force: the last journaled one, or ``initial``."""
+    event = journal.last("config")
+    return SearchConfig.model_validate(event["config"]) if event else initial
+
+
+def analyze_and_patch(*, client: Any, journal: Journal, config: SearchConfig, history: list[TrialRecord],
+                      cycle: int) -> SearchConfig:
+    """Run one Level-1.5 step after ``cycle`` and journal its outcome. Returns the config in force."""
+    cycle_records = [r for r in search_records(history) if r.cycle == cycle]
+    stats = trace_stats(search_records(history))
+    stats["cycle"] = trace_stats(cycle_records)
+    context = {"config": config.model_dump(mode="json"), "stats": stats,
+               "history": [{"iteration": r.iteration, "changes": r.proposal.changes, "status": r.status.value,
+                            "score": r.score} for r in cycle_records]}
+    prompt = load_prompt("analyze").substitute(
+        config=json.dumps(context["config"], indent=1), stats=json.dumps(stats, indent=1, default=str),
+        history="\n".join(f"#{h['iteration']} {json.dumps(h['changes'])} → {h['score']} [{h['status']}]"
+                          for h in context["history"]) or "(none)",
+        max_freeze=config.max_freeze_per_cycle, min_active=config.min_active,
+    )
+    try:
+        patch = client.structured(purpose=PURPOSE_ANALYZE, schema=ConfigPatch,
+                                  messages=[{"role": "user", "content": prompt}], context=context)
+        new = apply_patch(config, patch)
+    except (ConfigError, StructuredOutputError) as exc:
+        log.warning("Level 1.5 patch rejected after cycle %d: %s", cycle, exc)
+        journal.append({"type": "config_rejected", "cycle": cycle, "error": str(exc)})
+        return config
+    journal.append({"type": "config", "cycle": cycle, "patch": patch.model_dump(mode="json"),
+                    "config": new.model_dump(mode="json"), "stats": {k: v for k, v in stats.items() if k != "per_param"}})
+    return new

@@ -1,0 +1,154 @@
+"""Level 1 for train_opt: the proposer that asks the researcher (an LLM, or the offline stand-in)
+for one hyperparameter change at a time.
+
+The request carries both a rendered prompt (for an LLM) and the structured context the prompt was
+rendered from (for the offline researcher). The reply is validated against the parameter specs;
+an invalid change gets one repair round with the error, then the iteration is recorded as a crash
+whose error the next proposal sees.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from core.plugins import Proposer
+from core.records import Proposal, ProposalContext, Status
+from domains.train_opt import target as tgt
+from domains.train_opt.offline import PURPOSE_PROPOSE
+from domains.train_opt.trace import param_stats, search_records
+
+PROMPTS = Path(__file__).parent / "prompts"
+HISTORY_LINES = 12
+
+
+def load_prompt(name: str) -> Template:
+    return Template((PROMPTS / f"{name}.md").read_text(encoding="utf-8"))
+
+
+class ChangeReply(BaseModel):
+    changes: dict[str, Any] = Field(min_length=1, max_length=4)
+    hypothesis: str = Field(default="", max_length=2000)
+
+
+class InvalidProposal(ValueError):
+    """The researcher's change failed validation twice."""
+
+
+def spec_view(spec: tgt.ParamSpec, value: Any) -> dict[str, Any]:
+    return {"kind": spec.kind, "value": value, "low": spec.low, "high": spec.high, "log": spec.log,
+            "pow2": spec.pow2, "pattern": spec.pattern, "comment": spec.comment}
+
+
+def history_lines(ctx: ProposalContext) -> list[str]:
+    lines = []
+    for record in search_records(ctx.history)[-HISTORY_LINES:]:
+        score = f"{record.score:.6f}" if record.score is not None else "-"
+        changes = ", ".join(f"{k}={v!r}" for k, v in record.proposal.changes.items())
+        why = f" ({record.error[:80]})" if record.status not in (Status.KEEP, Status.DISCARD) and record.error else ""
+        lines.append(f"#{record.iteration} {changes} → val_bpb {score} [{record.status.value}]{why}")
+    return lines
+
+
+class LLMProposer(Proposer):
+    """Asks ``client`` for a change to the incumbent ``train.py``."""
+
+    def __init__(self, *, client: Any, run_dir: Path, original: Path, specs: dict[str, tgt.ParamSpec]) -> None:
+        self.client = client
+        self.run_dir = Path(run_dir)
+        self.original = Path(original)
+        self.specs = specs
+
+    def incumbent_values(self, ctx: ProposalContext) -> dict[str, Any]:
+        path = self.run_dir / ctx.incumbent if ctx.incumbent else self.original
+        return tgt.values(path.read_text(encoding="utf-8"))
+
+    def request_context(self, ctx: ProposalContext, current: dict[str, Any]) -> dict[str, Any]:
+        search = ctx.search
+        active = [p for p in search.get("active_params", self.specs) if p in self.specs and self.specs[p].editable]
+        return {
+            "params": {n: spec_view(self.specs[n], current[n]) for n in active},
+            "active_params": active,
+            "frozen_params": list(search.get("frozen_params", ())),
+            "strategy": search.get("strategy", "explore"),
+            "step_scale": search.get("step_scale", 1.0),
+            "max_changes": search.get("max_changes", 1),
+            "best": ctx.best_score,
+            "history": [
+                {"iteration": r.iteration, "changes": r.proposal.changes, "status": r.status.value, "score": r.score}
+                for r in search_records(ctx.history)[-HISTORY_LINES:]
+            ],
+            "param_stats": param_stats(ctx.history),
+            "constraints": ctx.guidance.constraints.model_dump(mode="json"),
+            "lessons": list(ctx.lessons),
+            "feedback": list(ctx.feedback),
+            "iteration": ctx.iteration,
+        }
+
+    def render(self, context: dict[str, Any]) -> str:
+        params = "\n".join(f"- {tgt.ParamSpec(name=n, kind=v['kind'], default=v['value'], low=v['low'], high=v['high'], pow2=v['pow2'], pattern=v['pattern'], comment=v['comment']).describe()}"
+                           for n, v in context["params"].items())
+        cons = context["constraints"]
+        guidance_lines = [line for line in context.get("guidance_text", "").splitlines() if line.strip()]
+        if cons.get("avoid_regions"):
+            guidance_lines.append(f"Avoid these regions (recently failed): {', '.join(cons['avoid_regions'])}")
+        if cons.get("prefer_params"):
+            guidance_lines.append(f"Prefer changing: {', '.join(cons['prefer_params'])}")
+        if cons.get("avoid_params"):
+            guidance_lines.append(f"Do not change: {', '.join(cons['avoid_params'])}")
+        feedback = ""
+        if context["feedback"]:
+            feedback = "Your previous proposals this iteration were rejected:\n" + "\n".join(f"- {f}" for f in context["feedback"]) + "\n"
+        best = context["best"]
+        return load_prompt("propose").substitute(
+            params=params or "(none)", frozen=", ".join(context["frozen_params"]) or "none",
+            strategy=context["strategy"], step_scale=context["step_scale"], max_changes=context["max_changes"],
+            history="\n".join(self._history_text(context)) or "(no trials yet)",
+            best=f"{best:.6f}" if best is not None else "-",
+            lessons="\n".join(f"- {x}" for x in context["lessons"]) or "(none yet)",
+            guidance="\n".join(guidance_lines) or "(none)", feedback=feedback,
+        )
+
+    @staticmethod
+    def _history_text(context: dict[str, Any]) -> list[str]:
+        out = []
+        for h in context["history"]:
+            score = f"{h['score']:.6f}" if h["score"] is not None else "-"
+            out.append(f"#{h['iteration']} {json.dumps(h['changes'])} → val_bpb {score} [{h['status']}]")
+        return out
+
+    def validate(self, reply: ChangeReply, active: list[str], max_changes: int) -> dict[str, Any]:
+        inactive = sorted(set(reply.changes) - set(active))
+        if inactive:
+            raise ValueError(f"{', '.join(inactive)} not editable now; choose among {', '.join(active)}")
+        if len(reply.changes) > max_changes:
+            raise ValueError(f"change at most {max_changes} parameter(s), got {len(reply.changes)}")
+        return {name: tgt.coerce(self.specs[name], value) for name, value in reply.changes.items()}
+
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        current = self.incumbent_values(ctx)
+        context = self.request_context(ctx, current)
+        context["guidance_text"] = ctx.guidance.text
+        messages = [{"role": "user", "content": self.render(context)}]
+        error = None
+        for _round in range(2):
+            if error:
+                messages = [*messages, {"role": "user", "content": f"That change is invalid: {error}. Propose a valid one."}]
+                context = {**context, "feedback": [*context["feedback"], f"invalid: {error}"]}
+            reply = self.client.structured(purpose=PURPOSE_PROPOSE, schema=ChangeReply, messages=messages, context=context)
+            try:
+                changes = self.validate(reply, context["active_params"], context["max_changes"])
+            except ValueError as exc:
+                error = str(exc)
+                continue
+            changes = {k: v for k, v in changes.items() if v != current[k]}
+            if not changes:
+                error = "the proposed values equal the current ones"
+                continue
+            return Proposal(changes=changes, hypothesis=reply.hypothesis,
+                            region=tgt.region(self.specs, current, changes), origin="proposer")
+        raise InvalidProposal(f"researcher proposed an invalid change twice: {error}")
