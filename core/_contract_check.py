@@ -1,9 +1,13 @@
 """Child-process side of the mechanism contract check (stage 4 of :mod:`core.loader`).
 
 Run as ``python -s -B -m core._contract_check`` with a JSON request on stdin
-(``{"path", "module_name", "params", "memory_bytes", "context"}``). It caps its own address
-space, imports the mechanism file, finds the single public ``Mechanism`` subclass, instantiates
-it and calls every hook once on frozen probe records, checking each return type. It writes one
+(``{"path", "module_name", "params", "memory_bytes", "context", "contract"}``). It caps its own
+address space, imports the mechanism file, finds the single public ``Mechanism`` subclass,
+instantiates it and calls every hook once on frozen probe records, checking each return type.
+A request with a ``contract`` (``{"base": "pkg.mod.Class", "check": "pkg.mod.function",
+"hooks": [...]}``) checks a domain's own plug-in type instead: the one public subclass of ``base``
+is instantiated and ``check(instance, context)`` is called; any exception fails the contract.
+It writes one
 JSON line to the *original* stdout, which it keeps on a private descriptor: the mechanism's own
 ``print`` output goes to ``/dev/null``, so it can neither flood the parent nor forge the result.
 
@@ -12,6 +16,7 @@ JSON line to the *original* stdout, which it keeps on a private descriptor: the 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -39,38 +44,45 @@ class ContractFailure(Exception):
         self.tb = tb
 
 
-def find_mechanism_class(module: Any) -> type[Mechanism]:
-    """The one public ``Mechanism`` subclass defined in ``module`` (imported bases don't count)."""
+def import_dotted(path: str) -> Any:
+    """``"pkg.module.Attr"`` → the attribute (trusted project code named by the caller)."""
+    module_path, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module_path), attr)
+
+
+def find_mechanism_class(module: Any, base: type = Mechanism) -> type:
+    """The one public ``base`` subclass defined in ``module`` (imported bases don't count)."""
+    label = base.__name__
     found = [
         obj
         for attr, obj in vars(module).items()
         if isinstance(obj, type)
-        and issubclass(obj, Mechanism)
-        and obj is not Mechanism
+        and issubclass(obj, base)
+        and obj is not base
         and obj.__module__ == module.__name__
         and not attr.startswith("_")
     ]
     if len(found) != 1:
         names = ", ".join(sorted(c.__name__ for c in found)) or "none"
         raise ContractFailure(
-            "contract: exactly one Mechanism subclass",
-            f"found {len(found)} public Mechanism subclasses ({names}); define exactly one",
+            f"contract: exactly one {label} subclass",
+            f"found {len(found)} public {label} subclasses ({names}); define exactly one",
         )
     return found[0]
 
 
-def declared_name(cls: type[Mechanism]) -> str:
+def declared_name(cls: type, base: type = Mechanism) -> str:
     """The class's ``name`` attribute, or the class name when it keeps the base default."""
     name = getattr(cls, "name", None)
-    if name is None or name == Mechanism.name:
+    if name is None or name == getattr(base, "name", None):
         return cls.__name__
     if not isinstance(name, str) or not name.strip():
         raise ContractFailure("name-not-str", f"{cls.__name__}.name must be a non-empty str, got {name!r}")
     return name
 
 
-def hooks_overridden(cls: type[Mechanism]) -> list[str]:
-    return [h for h in HOOKS if getattr(cls, h) is not getattr(Mechanism, h)]
+def hooks_overridden(cls: type, base: type = Mechanism, hooks: tuple[str, ...] | list[str] = HOOKS) -> list[str]:
+    return [h for h in hooks if getattr(cls, h, None) is not getattr(base, h, None)]
 
 
 def probe_records(context: dict | None) -> tuple[ProposalContext, Proposal, TrialRecord]:
@@ -146,14 +158,25 @@ def check(request: dict) -> dict:
         except BaseException as exc:  # noqa: BLE001 - SystemExit at import is a failure too
             raise ContractFailure("import-failed", f"import raised {_one_line(exc)}",
                                   traceback.format_exc()) from None
-        cls = find_mechanism_class(module)
-        name = declared_name(cls)
+        contract = request.get("contract")
+        base = import_dotted(contract["base"]) if contract else Mechanism
+        hooks = tuple(contract.get("hooks", ())) if contract else HOOKS
+        cls = find_mechanism_class(module, base)
+        name = declared_name(cls, base)
         try:
             instance = cls(**(request.get("params") or {}))
         except BaseException as exc:  # noqa: BLE001
             raise ContractFailure("instantiate-failed", f"{cls.__name__}(**params) raised {_one_line(exc)}",
                                   traceback.format_exc()) from None
-        exercise_hooks(instance, request.get("context"))
+        if contract and contract.get("check"):
+            checker = import_dotted(contract["check"])
+            try:
+                checker(instance, request.get("context"))
+            except BaseException as exc:  # noqa: BLE001 - any escape is the generated code's failure
+                raise ContractFailure("check-failed", f"{contract['check']}() raised {_one_line(exc)}",
+                                      traceback.format_exc()) from None
+        elif not contract:
+            exercise_hooks(instance, request.get("context"))
     except ContractFailure as failure:
         return {"ok": False, "rule": failure.rule, "message": str(failure), "traceback": failure.tb[-TAIL_CHARS:],
                 "env_keys": sorted(os.environ)}
@@ -161,7 +184,7 @@ def check(request: dict) -> dict:
         "ok": True,
         "class_name": cls.__name__,
         "name": name,
-        "hooks_overridden": hooks_overridden(cls),
+        "hooks_overridden": hooks_overridden(cls, base, hooks),
         "env_keys": sorted(os.environ),
     }
 

@@ -24,6 +24,11 @@ terminates only sometimes can still stall it. Hooks run later under the controll
 
 Library mechanisms (trusted code shipped in the package) skip all this:
 :func:`load_library_mechanism`.
+
+The same stages load a domain's own plug-in type: pass a :class:`LoadContract` naming its base
+class, the project modules generated code may import, and a check function the child process
+calls on the instance (e.g. article_opt's pipeline stages). The default contract is the Level-2
+mechanism protocol.
 """
 
 from __future__ import annotations
@@ -50,13 +55,15 @@ import core
 from core._contract_check import ContractFailure, declared_name, find_mechanism_class
 from core._contract_check import hooks_overridden as overridden_hooks
 from core.errors import ConfigError, MechanismError
-from core.mechanism import Mechanism
-from core.policy import DEFAULT_ALLOWED, check_policy
+from core.mechanism import HOOKS, Mechanism
+from core.policy import DEFAULT_ALLOWED, MECHANISM_PATH, PROJECT_ALLOWED, STDLIB_ALLOWED, check_policy
 from core.records import ProposalContext
 
 __all__ = [
     "DEFAULT_ALLOWED",
+    "MECHANISM_CONTRACT",
     "ContractReport",
+    "LoadContract",
     "LoadedMechanism",
     "MechanismLoader",
     "check_policy",
@@ -75,6 +82,38 @@ CHILD_ENV_KEYS = ("PATH", "HOME", "LANG", "PYTHONHASHSEED", "PYTHONPATH")
 
 _module_counter = itertools.count(1)
 _counter_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LoadContract:
+    """What generated source must implement.
+
+    ``base``: dotted path of the class the source subclasses exactly once. ``project_modules``: the
+    project modules it may import (besides the standard-library allow-list). ``check``: dotted
+    path of ``check(instance, context) -> Any`` that the contract child calls, raising on a broken
+    contract; ``None`` exercises the mechanism hooks. ``hooks``: the methods reported as overridden.
+    """
+
+    base: str = MECHANISM_PATH
+    project_modules: frozenset[str] = PROJECT_ALLOWED
+    check: str | None = None
+    hooks: tuple[str, ...] = HOOKS
+
+    @property
+    def is_mechanism(self) -> bool:
+        return self.base == MECHANISM_PATH and self.check is None
+
+    def base_class(self) -> type:
+        module_path, _, attr = self.base.rpartition(".")
+        return getattr(importlib.import_module(module_path), attr)
+
+    def request(self) -> dict[str, Any] | None:
+        if self.is_mechanism:
+            return None
+        return {"base": self.base, "check": self.check, "hooks": list(self.hooks)}
+
+
+MECHANISM_CONTRACT = LoadContract()
 
 
 @dataclass(frozen=True)
@@ -109,11 +148,15 @@ class MechanismLoader:
         self,
         run_dir: Path,
         *,
-        allowed_imports: frozenset[str] = DEFAULT_ALLOWED,
+        allowed_imports: frozenset[str] | None = None,
         check_timeout_s: float = 10.0,
         check_memory_bytes: int | None = DEFAULT_MEMORY_BYTES,
+        contract: LoadContract = MECHANISM_CONTRACT,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.contract = contract
+        if allowed_imports is None:
+            allowed_imports = DEFAULT_ALLOWED if contract.is_mechanism else STDLIB_ALLOWED | contract.project_modules
         self.allowed_imports = frozenset(allowed_imports)
         self.check_timeout_s = check_timeout_s
         self.check_memory_bytes = check_memory_bytes
@@ -123,14 +166,17 @@ class MechanismLoader:
         source: str,
         *,
         params: dict[str, Any] | None = None,
-        context: ProposalContext | None = None,
+        context: ProposalContext | dict[str, Any] | None = None,
     ) -> LoadedMechanism:
         """Run all six stages; ``context`` (optional) is the probe the contract check calls the
-        hooks with — pass the loop's current context to check against real data."""
+        hooks with — pass the loop's current context to check against real data (a plain dict
+        for a custom contract's check function)."""
         started = time.perf_counter()
         params = dict(params or {})
+        contract = self.contract
         path, digest = self._write(source)
-        check_policy(source, allowed_imports=self.allowed_imports)  # parse + policy stages
+        check_policy(source, allowed_imports=self.allowed_imports, base=contract.base,
+                     project_modules=contract.project_modules)  # parse + policy stages
         module_name = _unique_module_name(digest)
         run_contract_check(
             path,
@@ -139,11 +185,13 @@ class MechanismLoader:
             timeout_s=self.check_timeout_s,
             memory_bytes=self.check_memory_bytes,
             context=context,
+            contract=contract,
         )
         module = _import_module(path, module_name)
+        base = contract.base_class()
         try:
-            cls = _stage("import", lambda: find_mechanism_class(module))
-            name = _stage("import", lambda: declared_name(cls))
+            cls = _stage("import", lambda: find_mechanism_class(module, base))
+            name = _stage("import", lambda: declared_name(cls, base))
             instance = _stage("instantiate", lambda: cls(**params))
         except MechanismError:
             sys.modules.pop(module_name, None)
@@ -155,7 +203,7 @@ class MechanismLoader:
             path=path.relative_to(self.run_dir).as_posix(),
             module_name=module_name,
             instance=instance,
-            hooks_overridden=tuple(overridden_hooks(cls)),
+            hooks_overridden=tuple(overridden_hooks(cls, base, contract.hooks)),
             load_seconds=time.perf_counter() - started,
         )
         logger.info("loaded mechanism %s (%s) from %s in %.2fs", name, cls.__name__, loaded.path,
@@ -250,7 +298,8 @@ def run_contract_check(
     params: dict[str, Any] | None = None,
     timeout_s: float = 10.0,
     memory_bytes: int | None = DEFAULT_MEMORY_BYTES,
-    context: ProposalContext | None = None,
+    context: ProposalContext | dict[str, Any] | None = None,
+    contract: LoadContract = MECHANISM_CONTRACT,
 ) -> ContractReport:
     """Import, instantiate and exercise the mechanism at ``path`` in a child process.
 
@@ -265,7 +314,8 @@ def run_contract_check(
             "module_name": module_name,
             "params": params or {},
             "memory_bytes": memory_bytes,
-            "context": context.model_dump(mode="json") if context is not None else None,
+            "context": context.model_dump(mode="json") if isinstance(context, ProposalContext) else context,
+            "contract": contract.request(),
         })
     except (TypeError, ValueError) as exc:
         raise MechanismError(f"contract: params or context are not JSON-serialisable: {exc}",

@@ -90,8 +90,13 @@ def is_allowed(module: str, allowed: Iterable[str]) -> bool:
     return any(module == a or module.startswith(a + ".") for a in allowed)
 
 
-def check_policy(source: str, *, allowed_imports: frozenset[str] = DEFAULT_ALLOWED) -> ast.Module:
+def check_policy(source: str, *, allowed_imports: frozenset[str] = DEFAULT_ALLOWED,
+                 base: str = MECHANISM_PATH, project_modules: frozenset[str] = PROJECT_ALLOWED) -> ast.Module:
     """Parse ``source`` and enforce the policy; return the tree.
+
+    ``base`` is the dotted path of the class the source must subclass exactly once (a domain's own
+    contract, e.g. a pipeline stage, instead of the mechanism protocol); ``project_modules`` are the
+    trusted project modules the policy may import to resolve names reached through them.
 
     Raises :class:`MechanismError` with stage ``"parse"`` for a syntax error and
     :class:`PolicyViolation` (stage ``"policy"``) for the first rule broken, in source order.
@@ -99,8 +104,8 @@ def check_policy(source: str, *, allowed_imports: frozenset[str] = DEFAULT_ALLOW
     if len(source) > MAX_SOURCE_CHARS:
         _violate("source-too-large", 1, f"keep the mechanism under {MAX_SOURCE_CHARS} characters")
     tree = parse_source(source)
-    _PolicyVisitor(tree, allowed_imports).check()
-    _check_single_mechanism(tree)
+    _PolicyVisitor(tree, allowed_imports, project_modules).check()
+    _check_single_mechanism(tree, base)
     return tree
 
 
@@ -130,9 +135,10 @@ def _violate(rule: str, line: int, advice: str) -> None:
 
 
 class _PolicyVisitor(ast.NodeVisitor):
-    def __init__(self, tree: ast.Module, allowed: frozenset[str]):
+    def __init__(self, tree: ast.Module, allowed: frozenset[str], project: frozenset[str] = PROJECT_ALLOWED):
         self.tree = tree
         self.allowed = allowed
+        self.project = project
         self.module_aliases: dict[str, str] = {}  # local name -> dotted module it is bound to
         self.parents: dict[ast.AST, ast.AST] = {}
         self.called: set[ast.AST] = set()  # Name nodes in a call's function position
@@ -198,7 +204,7 @@ class _PolicyVisitor(ast.NodeVisitor):
         if dotted in sys.modules:
             return sys.modules[dotted]
         top = dotted.split(".")[0]
-        if top not in sys.stdlib_module_names and not is_allowed(dotted, PROJECT_ALLOWED):
+        if top not in sys.stdlib_module_names and not is_allowed(dotted, self.project):
             return None  # a custom allow-list entry: never execute untrusted packages here
         try:
             return importlib.import_module(dotted)
@@ -322,9 +328,11 @@ def _format_has_field_access(template: str) -> bool:
     return any("." in f or "[" in f for f in fields)
 
 
-def _check_single_mechanism(tree: ast.Module) -> None:
-    """Exactly one public top-level class must subclass ``core.mechanism.Mechanism`` (directly or
-    through a class of this module). The child process checks the same thing for real."""
+def _check_single_mechanism(tree: ast.Module, base_path: str = MECHANISM_PATH) -> None:
+    """Exactly one public top-level class must subclass ``base_path`` (``core.mechanism.Mechanism`` by
+    default; directly or through a class of this module). The child process checks the same thing
+    for real."""
+    label = base_path.rsplit(".", 1)[-1]
     aliases: dict[str, str] = {}
     for node in tree.body:
         if isinstance(node, ast.Import):
@@ -344,7 +352,7 @@ def _check_single_mechanism(tree: ast.Module) -> None:
                 continue
             head, _, rest = dotted.partition(".")
             resolved = aliases.get(head, head) + (f".{rest}" if rest else "")
-            if resolved == MECHANISM_PATH or dotted in mechanism_classes:
+            if resolved == base_path or dotted in mechanism_classes:
                 mechanism_classes.add(node.name)
                 if not node.name.startswith("_"):
                     public.append(node)
@@ -353,10 +361,10 @@ def _check_single_mechanism(tree: ast.Module) -> None:
         names = ", ".join(c.name for c in public) or "none"
         line = public[1].lineno if len(public) > 1 else 1
         _violate(
-            "contract: exactly one Mechanism subclass",
+            f"contract: exactly one {label} subclass",
             line,
             f"found {len(public)} ({names}); define exactly one public top-level class that "
-            "subclasses core.mechanism.Mechanism",
+            f"subclasses {base_path}",
         )
 
 
