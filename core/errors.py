@@ -74,5 +74,8 @@ class PolicyViolation(MechanismError):
         super().__init__(message, stage="policy", rule=rule)
 
 
-class HookTimeout(BilevelError):
-    """A mechanism hook ran past its deadline."""
+class HookTimeout(BaseException):
+    """A mechanism hook ran past its deadline.
+
+    A ``BaseException`` on purpose: a hook that wraps its loop in ``except Exception`` cannot
+    swallow its own deadline."""

@@ -17,12 +17,12 @@ import logging
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.deadline import call_with_deadline
-from core.errors import BudgetExceeded
+from core.errors import BudgetExceeded, HookTimeout, MechanismError
 from core.mechanism import HOOKS, Mechanism
 from core.plugins import Decider, Evaluator, ExecContext, Executor, Proposer, StrictImprovement
 from core.records import (
@@ -116,19 +116,26 @@ class InnerLoopController:
         self.mechanisms: list[AttachedMechanism] = []
         self.on_detach: list[DetachCallback] = []
         self._calls: dict[str, Counter] = defaultdict(Counter)
-        self.history: list[TrialRecord] = [
-            TrialRecord.model_validate(e["record"]) for e in run.journal.events("trial", loop=loop)
-        ]
+        self.history: list[TrialRecord] = []
+        self._incumbent: TrialRecord | None = None
+        self._per_cycle: Counter = Counter()
+        for event in run.journal.events("trial", loop=loop):
+            self._remember(TrialRecord.model_validate(event["record"]))
         last_proposal = run.journal.last("proposal", loop=loop)
         self._pending = last_proposal if last_proposal and last_proposal["iteration"] == len(self.history) else None
 
     # -- state derived from the history --------------------------------------------------------------
+    def _remember(self, record: TrialRecord) -> None:
+        self.history.append(record)
+        if record.status is Status.KEEP:
+            self._incumbent = record
+        if record.proposal is None or record.proposal.origin != "baseline":
+            self._per_cycle[record.cycle] += 1
+
     @property
     def incumbent_record(self) -> TrialRecord | None:
-        for record in reversed(self.history):
-            if record.status is Status.KEEP:
-                return record
-        return None
+        """The last kept record (the baseline until something beats it)."""
+        return self._incumbent
 
     @property
     def best_score(self) -> float | None:
@@ -156,7 +163,11 @@ class InnerLoopController:
         attached = AttachedMechanism(name=name, instance=mechanism, origin=origin, digest=digest,
                                      hooks=overridden_hooks(mechanism))
         if replay and self.history:
-            call_with_deadline(mechanism.replay, tuple(self.history), timeout_s=self.hook_timeout_s)
+            try:
+                call_with_deadline(mechanism.replay, tuple(self.history), timeout_s=self.hook_timeout_s)
+            except (Exception, HookTimeout) as exc:
+                raise MechanismError(f"mechanism {name!r} failed to replay the history: {type(exc).__name__}: {exc}",
+                                     stage="replay", traceback_tail=tail(traceback.format_exc())) from exc
         self.mechanisms.append(attached)
         log.info("loop %s: attached mechanism %s (%s)", self.loop, name, ", ".join(attached.hooks) or "no hooks")
         return attached
@@ -176,26 +187,30 @@ class InnerLoopController:
                 return attached
         return None
 
-    def _hook(self, hook: str, *args: Any) -> list[tuple[AttachedMechanism, Any]]:
-        """Call ``hook`` on every attached mechanism that implements it; detach any that fails."""
-        results = []
+    def _call(self, attached: AttachedMechanism, hook: str, *args: Any) -> tuple[bool, Any]:
+        """Call one mechanism's hook under the deadline; on failure detach it and return (False, None)."""
+        self._calls[attached.name][hook] += 1
+        attached.calls[hook] += 1
+        try:
+            out = call_with_deadline(getattr(attached.instance, hook), *args, timeout_s=self.hook_timeout_s)
+            expected = _HOOK_TYPES[hook]
+            if out is not None and hook != "observe" and not isinstance(out, expected):
+                raise TypeError(f"hook {hook} returned {type(out).__name__}, expected {expected[0].__name__} or None")
+        except (Exception, HookTimeout) as exc:  # a broken mechanism never stops the loop
+            reason = f"{hook} failed: {type(exc).__name__}: {exc}"
+            log.warning("loop %s: detaching mechanism %s: %s", self.loop, attached.name, reason)
+            self.detach(attached.name, reason=reason, hook=hook, traceback_tail=tail(traceback.format_exc()))
+            return False, None
+        return True, out
+
+    def _hook(self, hook: str, *args: Any) -> Iterator[tuple[AttachedMechanism, Any]]:
+        """Call ``hook`` on each attached mechanism that implements it, lazily: a caller that stops
+        at the first answer (``propose``, ``decide``) leaves the later mechanisms uncalled."""
         for attached in list(self.mechanisms):
-            if hook not in attached.hooks:
-                continue
-            self._calls[attached.name][hook] += 1
-            attached.calls[hook] += 1
-            try:
-                out = call_with_deadline(getattr(attached.instance, hook), *args, timeout_s=self.hook_timeout_s)
-                expected = _HOOK_TYPES[hook]
-                if out is not None and hook != "observe" and not isinstance(out, expected):
-                    raise TypeError(f"hook {hook} returned {type(out).__name__}, expected {expected[0].__name__} or None")
-            except Exception as exc:  # a broken mechanism never stops the loop
-                reason = f"{hook} failed: {type(exc).__name__}: {exc}"
-                log.warning("loop %s: detaching mechanism %s: %s", self.loop, attached.name, reason)
-                self.detach(attached.name, reason=reason, hook=hook, traceback_tail=tail(traceback.format_exc()))
-                continue
-            results.append((attached, out))
-        return results
+            if hook in attached.hooks and attached in self.mechanisms:
+                ok, out = self._call(attached, hook, *args)
+                if ok:
+                    yield attached, out
 
     # -- one iteration -------------------------------------------------------------------------------
     def context(self, iteration: int, cycle: int, *, guidance: Guidance | None = None,
@@ -213,7 +228,7 @@ class InnerLoopController:
         base = self.context(iteration, cycle)
         texts = [self.outer_guidance.text] if self.outer_guidance.text else []
         constraints: Constraints = self.outer_guidance.constraints
-        for attached, out in self._hook("guidance", base):
+        for attached, out in list(self._hook("guidance", base)):
             if out is None:
                 continue
             if out.text:
@@ -233,8 +248,12 @@ class InnerLoopController:
             if candidate is None:
                 candidate = self.proposer.propose(asked)
             rejected = None
-            for attached, verdict in self._hook("filter", candidate, asked):
-                if verdict is None or verdict.action == "accept":
+            # one mechanism at a time, each seeing the candidate as rewritten by the ones before it
+            for attached in list(self.mechanisms):
+                if "filter" not in attached.hooks or attached not in self.mechanisms:
+                    continue
+                ok, verdict = self._call(attached, "filter", candidate, asked)
+                if not ok or verdict is None or verdict.action == "accept":
                     continue
                 if verdict.action == "reject":
                     rejected = f"{attached.name}: {verdict.reason or 'rejected'}"
@@ -277,7 +296,7 @@ class InnerLoopController:
                     "type": "proposal", "loop": self.loop, "iteration": iteration, "cycle": cycle,
                     "proposal": proposal.model_dump(mode="json"), "rejections": list(rejections),
                     "hook_calls": {k: dict(v) for k, v in self._calls.items()},
-                })
+                }, fsync=False)  # losing it on a crash only means the candidate is proposed again
                 fields = self._execute_and_judge(proposal, ctx, iteration, cycle, parent)
         except (BudgetExceeded, KeyboardInterrupt, SystemExit) as exc:
             self.run.journal.append({"type": "stopped", "loop": self.loop, "iteration": iteration,
@@ -341,10 +360,11 @@ class InnerLoopController:
         except Exception as exc:
             log.warning("loop %s: settle failed: %s", self.loop, exc)
             record = record.model_copy(update={"error": f"{record.error} settle failed: {exc}".strip()})
-        self._hook("observe", record)
+        for _ in self._hook("observe", record):
+            pass
         record = record.model_copy(update={"hook_calls": {k: dict(v) for k, v in self._calls.items()}})
         self.run.journal.append({"type": "trial", "loop": self.loop, "record": record.model_dump(mode="json")})
-        self.history.append(record)
+        self._remember(record)
         return record
 
     # -- running -------------------------------------------------------------------------------------
@@ -361,7 +381,7 @@ class InnerLoopController:
                   on_record: Callable[[TrialRecord], None] | None = None) -> list[TrialRecord]:
         """Run until ``cycle`` holds ``iterations`` non-baseline records (so a resumed cycle runs only
         what is missing), or until ``deadline`` (a ``time.monotonic()`` value) has passed."""
-        while len(self.records(cycle)) < iterations:
+        while self._per_cycle[cycle] < iterations:
             if deadline is not None and time.monotonic() >= deadline:
                 log.info("loop %s: wall-time limit reached in cycle %d", self.loop, cycle)
                 break

@@ -11,7 +11,8 @@ iteration**, and counts each call in the iteration's journal record (``hook_call
 3. ``filter(p, ctx)``     on every candidate: accept, reject with a reason (the proposer is re-asked
                           with the reason, a bounded number of times) or rewrite it.
 4. ``decide(r, ctx)``     after evaluation: ``True``/``False`` overrides keep/discard, ``None`` defers.
-5. ``observe(r)``         after the record is final and journaled.
+5. ``observe(r)``         after the record is final, just before it is journaled (so the
+                          journaled record counts this call too).
 
 Hooks run under a deadline; a hook that raises, returns the wrong type or overruns is detached,
 journaled with its traceback and the loop goes on with the parent mechanism set. Records and
@@ -61,7 +62,7 @@ class Mechanism:
         return None
 
     def observe(self, record: TrialRecord) -> None:
-        """Called after every finished record (whatever its status) has been journaled."""
+        """Called with every finished record (whatever its status), just before it is journaled."""
         return None
 
     # -- state, for resume ------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class Journal:
         lines = raw.split(b"\n")
         events: list[dict[str, Any]] = []
         good_bytes = 0
+        trimmed = False
         for index, line in enumerate(lines):
             if not line.strip():
                 good_bytes += len(line) + 1
@@ -86,6 +87,7 @@ class Journal:
                 if is_last:
                     log.warning("journal %s: dropping torn last line (%d bytes)", self.path, len(line))
                     self._truncate(good_bytes)
+                    trimmed = True
                     break
                 raise JournalCorruptError(
                     f"journal {self.path} line {index + 1} is not valid JSON ({exc}); the file is damaged "
@@ -93,7 +95,20 @@ class Journal:
                 ) from exc
             events.append(event)
             good_bytes += len(line) + 1
+        if raw and not raw.endswith(b"\n") and events and not trimmed:
+            # the last event is whole but its newline never hit the disk: restore it, or the next
+            # append would be glued onto it and both would be lost as one torn line
+            self._repair_newline()
         return events
+
+    def _repair_newline(self) -> None:
+        try:
+            with open(self.path, "ab") as fh:
+                fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            log.warning("journal %s: could not restore the last newline: %s", self.path, exc)
 
     def _truncate(self, size: int) -> None:
         try:
@@ -119,7 +134,9 @@ class Journal:
         return len(self._events)
 
     # -- writing ----------------------------------------------------------------------------------
-    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+    def append(self, event: dict[str, Any], *, fsync: bool | None = None) -> dict[str, Any]:
+        """Append one event. ``fsync=False`` skips the flush to disk for events whose loss on a
+        crash is harmless (they are re-derived on resume)."""
         if "type" not in event:
             raise ValueError("journal events need a 'type'")
         full = {"seq": len(self._events), "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
@@ -131,7 +148,7 @@ class Journal:
                 try:
                     fh.write(line)
                     fh.flush()
-                    if self.fsync:
+                    if self.fsync if fsync is None else (fsync and self.fsync):
                         os.fsync(fh.fileno())
                 finally:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -246,9 +246,9 @@ def trace_journal(run: RunDir, trace: Trace) -> None:
     """Log every journal append of ``run`` as ``"journal.<type>"`` (wraps the bound method)."""
     original = run.journal.append
 
-    def append(event: dict[str, Any]) -> dict[str, Any]:
+    def append(event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         trace.add(f"journal.{event.get('type')}")
-        return original(event)
+        return original(event, **kwargs)
 
     run.journal.append = append  # type: ignore[method-assign]
 

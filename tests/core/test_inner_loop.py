@@ -188,8 +188,6 @@ def test_filter_rewrite_replaces_the_proposal(tmp_path: Path) -> None:
     assert record.score == pytest.approx(0.25)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: _propose collects every filter verdict on the ORIGINAL candidate, "
-                                       "so a rewritten candidate is never seen by later mechanisms' filters")
 def test_rewritten_proposal_is_filtered_by_later_mechanisms(tmp_path: Path) -> None:
     seen_by_tabu: list[Proposal] = []
 

@@ -107,8 +107,6 @@ def test_journal_torn_last_line_followed_by_blank_lines_is_trimmed(tmp_path: Pat
     assert [e["type"] for e in Journal(path).events()] == ["a"]
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a complete last line without its newline is glued to the "
-                                       "next append (Journal._load should restore the missing newline)")
 def test_journal_last_line_missing_its_newline_is_not_glued_to_next_append(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_NAME
     journal = Journal(path, fsync=False)
