@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -32,15 +32,15 @@ _STYLE = {Status.KEEP: "green", Status.DISCARD: "white", Status.CRASH: "red", St
 def main_options(
     ctx: typer.Context,
     provider: str = typer.Option("offline", help="Researcher: offline | openai | anthropic | deepseek | compat | ollama | openrouter | replay:CASSETTE."),
-    model: Optional[str] = typer.Option(None, help="Model id (default: the provider's default)."),
-    outer_provider: Optional[str] = typer.Option(None, help="Provider for Levels 1.5 and 2 (default: --provider)."),
-    outer_model: Optional[str] = typer.Option(None, help="Model for Levels 1.5 and 2."),
+    model: str | None = typer.Option(None, help="Model id (default: the provider's default)."),
+    outer_provider: str | None = typer.Option(None, help="Provider for Levels 1.5 and 2 (default: --provider)."),
+    outer_model: str | None = typer.Option(None, help="Model for Levels 1.5 and 2."),
     seed: int = typer.Option(0, help="Seed for the researcher and the search."),
-    target_dir: Optional[Path] = typer.Option(None, help="An autoresearch-style clone (train.py + prepare.py); default: the bundled CPU harness."),
-    run_dir: Optional[Path] = typer.Option(None, help=f"Run directory (default: a new folder under {DEFAULT_RUNS_ROOT}/)."),
-    time_budget: Optional[float] = typer.Option(None, help="Training seconds per trial (bundled harness only)."),
-    data: Optional[Path] = typer.Option(None, help="A UTF-8 text file or folder to train on instead of the bundled corpus."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads per trial (default: all cores)."),
+    target_dir: Path | None = typer.Option(None, help="An autoresearch-style clone (train.py + prepare.py); default: the bundled CPU harness."),
+    run_dir: Path | None = typer.Option(None, help=f"Run directory (default: a new folder under {DEFAULT_RUNS_ROOT}/)."),
+    time_budget: float | None = typer.Option(None, help="Training seconds per trial (bundled harness only)."),
+    data: Path | None = typer.Option(None, help="A UTF-8 text file or folder to train on instead of the bundled corpus."),
+    threads: int | None = typer.Option(None, help="CPU threads per trial (default: all cores)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log diagnostics."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -107,15 +107,22 @@ def _execute(session: Any, *, header: str) -> dict[str, Any]:
 
 
 def _final_table(summary: dict[str, Any]) -> None:
-    table = Table(title="train_opt summary")
-    for col in ("baseline", "best", "Δ val_bpb", "trials", "keep", "discard", "crash/fail/timeout", "mechanisms"):
-        table.add_column(col)
-    c = summary["counts"]
-    mechs = ", ".join(f"{m['region']}→{m['verdict']}" for m in summary["mechanisms"]) or "-"
     fmt = lambda v: "-" if v is None else f"{v:.6f}"  # noqa: E731
+    c = summary["counts"]
+    table = Table(title="train_opt summary")
+    for col in ("baseline", "best", "Δ val_bpb", "trials", "keep", "discard", "crash/fail/timeout"):
+        table.add_column(col, justify="right")
     table.add_row(fmt(summary["baseline"]), fmt(summary["best"]), fmt(summary["delta"]), str(summary["iterations"]),
-                  str(c["keep"]), str(c["discard"]), str(c["crash"] + c["fail"] + c["timeout"]), mechs)
+                  str(c["keep"]), str(c["discard"]), str(c["crash"] + c["fail"] + c["timeout"]))
     console.print(table)
+    if summary["mechanisms"]:
+        mech = Table(title="Level 2 mechanisms (hot-loaded into the running inner loop)")
+        for col in ("cycle", "design", "verdict", "cycle gain", "parent gain", "hook calls"):
+            mech.add_column(col)
+        for m in summary["mechanisms"]:
+            calls = ", ".join(f"{h} {n}" for h, n in m["hook_calls"].items()) or "0"
+            mech.add_row(str(m["cycle"]), m["region"], m["verdict"], fmt(m["score"]), fmt(m["parent_score"]), calls)
+        console.print(mech)
 
 
 def _guard(fn: Any) -> Any:
@@ -155,11 +162,11 @@ def _loop_command(ctx: typer.Context, *, levels: str, header: str, **options: An
 def run(
     ctx: typer.Context,
     inner_budget: int = typer.Option(10, help="Level-1 trials (after the baseline)."),
-    max_cost: Optional[float] = typer.Option(None, help="Stop when LLM spend reaches this many USD."),
-    max_calls: Optional[int] = typer.Option(None, help="Stop after this many LLM calls."),
-    noise_floor: Optional[float] = typer.Option(None, help="Keep only gains larger than this (val_bpb)."),
-    wall_time: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
-    time_budget: Optional[float] = typer.Option(None, help="Training seconds per trial."),
+    max_cost: float | None = typer.Option(None, help="Stop when LLM spend reaches this many USD."),
+    max_calls: int | None = typer.Option(None, help="Stop after this many LLM calls."),
+    noise_floor: float | None = typer.Option(None, help="Keep only gains larger than this (val_bpb)."),
+    wall_time: float | None = typer.Option(None, help="Stop after this many seconds."),
+    time_budget: float | None = typer.Option(None, help="Training seconds per trial."),
     record_cassette: bool = typer.Option(False, help="Record every LLM call to RUN_DIR/cassette.jsonl."),
 ) -> None:
     """Level 1 only: propose → train → keep/discard, for --inner-budget trials."""
@@ -174,11 +181,11 @@ def bilevel(
     inner_budget: int = typer.Option(3, help="Level-1 trials per outer cycle."),
     outer_cycles: int = typer.Option(3, help="Outer cycles (Level 2 acts from the second one)."),
     levels: str = typer.Option("1,1.5,2", help=_LEVELS_HELP),
-    max_cost: Optional[float] = typer.Option(None, help="Stop when LLM spend reaches this many USD."),
-    max_calls: Optional[int] = typer.Option(None, help="Stop after this many LLM calls."),
-    noise_floor: Optional[float] = typer.Option(None, help="Keep only gains larger than this (val_bpb)."),
-    wall_time: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
-    time_budget: Optional[float] = typer.Option(None, help="Training seconds per trial."),
+    max_cost: float | None = typer.Option(None, help="Stop when LLM spend reaches this many USD."),
+    max_calls: int | None = typer.Option(None, help="Stop after this many LLM calls."),
+    noise_floor: float | None = typer.Option(None, help="Keep only gains larger than this (val_bpb)."),
+    wall_time: float | None = typer.Option(None, help="Stop after this many seconds."),
+    time_budget: float | None = typer.Option(None, help="Training seconds per trial."),
     record_cassette: bool = typer.Option(False, help="Record every LLM call to RUN_DIR/cassette.jsonl."),
 ) -> None:
     """Levels 1 + 1.5 + 2 (choose with --levels): the inner loop, its config, and new mechanisms."""

@@ -303,5 +303,5 @@ def summarize(run: RunDir, ledger: UsageLedger | None = None) -> dict[str, Any]:
         "delta": (best - baseline.score) if best is not None and baseline and baseline.score is not None else None,
         "iterations": len(search), "counts": counts, "hook_calls": totals, "mechanisms": mechanisms,
         "usage": usage, "providers": sorted({c["provider"] for c in calls}),
-        "wall_s": round(sum(r.duration_s for r in inner) + sum(0 for _ in level2), 2),
+        "trial_s": round(sum(r.duration_s for r in inner), 2),
     }
