@@ -129,7 +129,7 @@ def _guard(fn: Any) -> Any:
     try:
         return fn()
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
