@@ -67,7 +67,7 @@ def diagnose(history: tuple[TrialRecord, ...] | list[TrialRecord], active_params
         "repeats": min(1.0, stats["repeats"] / n * 2),
         "narrow": min(1.0, stats["top_param_share"] * (1.0 if untried else 0.5)),
         "plateau": min(1.0, stats["plateau"] / n),
-        "crashes": stats["crash_rate"],
+        "crashes/overshoot": stats["crash_rate"],  # the key TEMPLATES["step_size"] addresses
     }
 
 

@@ -1,0 +1,265 @@
+"""The offline researcher for train_opt — a deterministic, seeded stand-in, not an LLM — answers from
+the structured context: reproducible per seed, inside the search configuration and the mechanisms'
+constraints, and its Level-1.5 and Level-2 answers follow the trace.
+
+Requests go through the real client (``make_client("offline")``) and the real request builders
+(:class:`LLMProposer`, :func:`analyze_and_patch`), so the context shapes are the ones a run sends.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from core.llm_client import make_client
+from core.records import Constraints, Guidance, Proposal, ProposalContext, Status, TrialRecord
+from core.state import RunDir
+from domains.train_opt import offline
+from domains.train_opt import target as tgt
+from domains.train_opt.config import SearchConfig, initial_config
+from domains.train_opt.mechanism_research import DesignReply, template_menu
+from domains.train_opt.mechanisms import TEMPLATES
+from domains.train_opt.outer import analyze_and_patch
+from domains.train_opt.runner import ChangeReply, LLMProposer
+from domains.train_opt.trace import diagnose
+
+STANDIN_TRAIN = Path(__file__).parent / "standin_target" / "train.py"
+SPECS = tgt.discover(STANDIN_TRAIN.read_text(encoding="utf-8"))
+CURRENT = {name: spec.default for name, spec in SPECS.items()}
+ALL = list(SPECS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _handlers():
+    offline.register()
+
+
+def client(seed: int = 0, level: str = "inner"):
+    return make_client("offline", level=level, seed=seed)
+
+
+def proposer(seed: int = 0) -> LLMProposer:
+    return LLMProposer(client=client(seed), run_dir=STANDIN_TRAIN.parent, original=STANDIN_TRAIN, specs=SPECS)
+
+
+def context(iteration: int = 1, *, config: SearchConfig | None = None, constraints: Constraints | None = None,
+            history: tuple[TrialRecord, ...] = ()) -> ProposalContext:
+    config = config or initial_config(ALL)
+    return ProposalContext(loop="inner", iteration=iteration, cycle=0, history=history,
+                           search=config.model_dump(mode="json"),
+                           guidance=Guidance(constraints=constraints or Constraints()))
+
+
+def raw_answer(seed: int, ctx: ProposalContext) -> ChangeReply:
+    """The offline answer itself, before the proposer validates it."""
+    p = proposer(seed)
+    request = p.request_context(ctx, CURRENT)
+    return p.client.structured(purpose=offline.PURPOSE_PROPOSE, schema=ChangeReply,
+                               messages=[{"role": "user", "content": "propose"}], context=request)
+
+
+# -- Level 1: propose --------------------------------------------------------------------------------
+
+
+def test_same_seed_and_context_give_the_same_proposal():
+    for iteration in range(1, 6):
+        a = proposer(seed=7).propose(context(iteration))
+        b = proposer(seed=7).propose(context(iteration))
+        assert a == b
+
+
+def test_different_seeds_or_iterations_explore_different_proposals():
+    by_seed = {proposer(seed=s).propose(context(1)).model_dump_json() for s in range(8)}
+    by_iteration = {proposer(seed=0).propose(context(i)).model_dump_json() for i in range(1, 9)}
+    assert len(by_seed) > 1 and len(by_iteration) > 1
+
+
+def test_hypothesis_is_labelled_as_the_offline_stand_in():
+    assert proposer().propose(context()).hypothesis.startswith("[offline stand-in]")
+
+
+@pytest.mark.parametrize("strategy", ["explore", "exploit", "focused"])
+def test_frozen_parameters_are_never_proposed(strategy):
+    active = ("MATRIX_LR", "DEPTH", "WARMUP_RATIO")
+    config = SearchConfig(active_params=active, frozen_params=tuple(p for p in ALL if p not in active),
+                          strategy=strategy, max_changes=3)
+    touched = Counter()
+    for seed in range(3):
+        for iteration in range(1, 21):
+            touched.update(proposer(seed).propose(context(iteration, config=config)).changes)
+    assert set(touched) <= set(active)
+    assert set(touched) == set(active)  # and every active one gets its turn
+
+
+def test_avoided_regions_are_not_proposed():
+    for iteration in range(1, 31):
+        first = proposer().propose(context(iteration))
+        again = proposer().propose(context(iteration, constraints=Constraints(avoid_regions=(first.region,))))
+        assert again.region != first.region, f"iteration {iteration} re-proposed tabu region {first.region}"
+
+
+def test_avoided_params_are_not_proposed():
+    avoid = tuple(p for p in ALL if p not in ("DEPTH", "HEAD_DIM"))
+    for iteration in range(1, 21):
+        changes = proposer().propose(context(iteration, constraints=Constraints(avoid_params=avoid))).changes
+        assert set(changes) <= {"DEPTH", "HEAD_DIM"}
+
+
+def test_preferred_params_are_favoured():
+    def share(constraints: Constraints | None) -> float:
+        hits = sum("WARMDOWN_RATIO" in proposer(s).propose(context(i, constraints=constraints)).changes
+                   for s in range(2) for i in range(1, 41))
+        return hits / 80
+
+    preferred, plain = share(Constraints(prefer_params=("WARMDOWN_RATIO",))), share(None)
+    assert preferred >= 0.5
+    assert preferred > 3 * plain
+
+
+@pytest.mark.parametrize("step_scale", [0.05, 1.0, 4.0])
+def test_every_raw_value_is_inside_its_range(step_scale):
+    config = SearchConfig(active_params=tuple(ALL), step_scale=step_scale, max_changes=4)
+    for seed in range(3):
+        for iteration in range(1, 41):
+            reply = raw_answer(seed, context(iteration, config=config))
+            for name, value in reply.changes.items():
+                tgt.coerce(SPECS[name], value)  # raises ValueError when out of range or ill-typed
+                assert name in SPECS
+
+
+def test_a_kept_direction_is_followed_more_often_than_not():
+    history = tuple(
+        TrialRecord(loop="inner", iteration=i, status=Status.KEEP, score=1.0 - i / 100,
+                    proposal=Proposal(changes={"MATRIX_LR": 0.05}, region="MATRIX_LR:up"))
+        for i in range(1, 4)
+    )
+    ups = downs = 0
+    prefer = Constraints(prefer_params=("MATRIX_LR",))
+    for iteration in range(4, 44):
+        changes = proposer().propose(context(iteration, history=history, constraints=prefer)).changes
+        if "MATRIX_LR" in changes:
+            ups += changes["MATRIX_LR"] > CURRENT["MATRIX_LR"]
+            downs += changes["MATRIX_LR"] < CURRENT["MATRIX_LR"]
+    assert ups > 2 * downs
+
+
+# -- Level 1.5: analyze ------------------------------------------------------------------------------
+
+
+def _record(i: int, changes: dict, status: Status, score: float | None = None, cycle: int = 0) -> TrialRecord:
+    region = tgt.region(SPECS, CURRENT, changes)
+    return TrialRecord(loop="inner", iteration=i, cycle=cycle, status=status, score=score,
+                       proposal=Proposal(changes=changes, region=region))
+
+
+@pytest.fixture
+def run(tmp_path: Path):
+    with RunDir.create(tmp_path / "run") as rundir:
+        yield rundir
+
+
+def test_analyze_freezes_parameters_tried_repeatedly_without_a_keep(run):
+    history = [
+        TrialRecord(loop="inner", iteration=0, status=Status.KEEP, score=1.0, proposal=Proposal(origin="baseline")),
+        _record(1, {"DEPTH": 6}, Status.DISCARD, 1.02),
+        _record(2, {"DEPTH": 12}, Status.DISCARD, 1.01),
+        _record(3, {"DEPTH": 7}, Status.DISCARD, 1.01),
+        _record(4, {"HEAD_DIM": 64}, Status.CRASH),
+        _record(5, {"HEAD_DIM": 256}, Status.DISCARD, 1.1),
+        _record(6, {"MATRIX_LR": 0.06}, Status.KEEP, 0.99),
+        _record(7, {"MATRIX_LR": 0.07}, Status.DISCARD, 0.995),
+    ]
+    config = initial_config(ALL)
+    new = analyze_and_patch(client=client(level="outer"), journal=run.journal, config=config, history=history, cycle=0)
+    assert set(new.frozen_params) == {"DEPTH", "HEAD_DIM"}
+    assert "MATRIX_LR" in new.active_params  # it paid, so it stays
+    event = run.journal.last("config")
+    assert event["cycle"] == 0 and event["patch"]["reason"].startswith("[offline stand-in]")
+    assert SearchConfig.model_validate(event["config"]) == new
+
+
+def test_analyze_freezes_no_more_than_allowed_and_keeps_min_active(run):
+    history = [_record(i, {name: value}, Status.DISCARD, 1.1)
+               for i, (name, value) in enumerate([("DEPTH", 6), ("DEPTH", 7), ("HEAD_DIM", 64), ("HEAD_DIM", 256),
+                                                  ("MATRIX_LR", 0.07), ("MATRIX_LR", 0.03)], start=1)]
+    config = SearchConfig(active_params=("DEPTH", "HEAD_DIM", "MATRIX_LR", "WARMUP_RATIO"), min_active=3)
+    new = analyze_and_patch(client=client(level="outer"), journal=run.journal, config=config, history=history, cycle=0)
+    assert len(new.frozen_params) == 1 and len(new.active_params) == 3
+
+
+def test_analyze_unfreezes_on_a_plateau(run):
+    history = [_record(i, {"MATRIX_LR": 0.03 + i / 1000}, Status.DISCARD, 1.1) for i in range(1, 5)]
+    config = SearchConfig(active_params=("MATRIX_LR", "WARMUP_RATIO", "DEPTH", "WEIGHT_DECAY"),
+                          frozen_params=("HEAD_DIM",))
+    new = analyze_and_patch(client=client(level="outer"), journal=run.journal, config=config, history=history, cycle=0)
+    assert "HEAD_DIM" in new.active_params and new.strategy == "explore"
+
+
+def test_an_invalid_patch_is_journaled_as_rejected_and_the_config_stays(run):
+    class Stubborn:
+        def structured(self, *, schema, **_):
+            return schema.model_validate({"freeze": ["NOT_A_PARAM"], "reason": "freeze a ghost"})
+
+    config = initial_config(ALL)
+    new = analyze_and_patch(client=Stubborn(), journal=run.journal, config=config, history=[], cycle=2)
+    assert new == config
+    event = run.journal.last("config_rejected")
+    assert event["cycle"] == 2 and "NOT_A_PARAM" in event["error"]
+    assert run.journal.last("config") is None
+
+
+# -- Level 2: design ---------------------------------------------------------------------------------
+
+
+def design(seed: int, diagnosis: dict, *, avoid: tuple[str, ...] = (), feedback: tuple[str, ...] = (),
+           iteration: int = 1) -> DesignReply:
+    ctx = {"diagnosis": diagnosis, "templates": template_menu(), "tried": [],
+           "constraints": Constraints(avoid_regions=avoid).model_dump(mode="json"), "feedback": list(feedback),
+           "inner_budget": 3, "iteration": iteration}
+    return client(seed, level="mechanism").structured(purpose=offline.PURPOSE_DESIGN, schema=DesignReply,
+                                                      messages=[{"role": "user", "content": "design"}], context=ctx)
+
+
+def _diagnosis(top: str) -> dict[str, float]:
+    return {t["addresses"]: (0.9 if name == top else 0.1) for name, t in TEMPLATES.items()}
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_design_picks_the_template_addressing_the_top_diagnosis(template):
+    picks = Counter(design(seed, _diagnosis(template)).template for seed in range(40))
+    assert picks.most_common(1)[0][0] == template
+    assert picks[template] >= 26  # about 85%: a seeded minority explores the runner-up
+
+
+def test_design_is_deterministic_per_seed_and_parameterised_inside_the_budget():
+    a, b = design(3, _diagnosis("tabu")), design(3, _diagnosis("tabu"))
+    assert a == b and a.source is None and a.rationale.startswith("[offline stand-in]")
+    if a.template == "tabu":
+        assert 2 <= a.params["tenure"] <= 4  # tenure fitted to inner_budget + 1
+
+
+def test_design_never_repeats_a_template_the_tabu_list_or_feedback_rejected():
+    for seed in range(20):
+        assert design(seed, _diagnosis("tabu"), avoid=("template:tabu",)).template != "tabu"
+        rejected = ("tabu: template:tabu was discarded at iteration 1; try another region",)
+        assert design(seed, _diagnosis("tabu"), feedback=rejected).template != "tabu"
+
+
+def test_a_trace_full_of_crashes_leads_the_designer_to_the_crash_template():
+    failing = [{"MATRIX_LR": 0.9}, {"EMBEDDING_LR": 9.0}, {"DEPTH": 31}, {"SCALAR_LR": 9.0}]
+    history = [_record(i, changes, Status.FAIL) for i, changes in enumerate(failing, start=1)]
+    history += [_record(5, {"WARMDOWN_RATIO": 0.6}, Status.KEEP, 0.98)]  # no plateau, distinct regions
+    diagnosis = diagnose(history, ALL)
+    picks = Counter(design(seed, diagnosis).template for seed in range(10))
+    assert picks.most_common(1)[0][0] == "step_size", (diagnosis, picks)
+
+
+def test_a_trace_of_repeated_regions_leads_the_designer_to_tabu():
+    history = [_record(i, {"MATRIX_LR": 0.05}, Status.DISCARD, 1.0 + i / 100) for i in range(1, 7)]
+    history += [_record(7, {"DEPTH": 9}, Status.KEEP, 0.9)]
+    diagnosis = diagnose(history, ALL)
+    assert max(diagnosis, key=diagnosis.get) == "repeats"
+    picks = Counter(design(seed, diagnosis).template for seed in range(10))
+    assert picks.most_common(1)[0][0] == "tabu"
