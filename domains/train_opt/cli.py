@@ -72,7 +72,7 @@ def _line(record: TrialRecord, best: list[float | None]) -> None:
     mech = f" [dim]hooks: {', '.join(record.hook_calls)}[/dim]" if record.hook_calls else ""
     note = f" [dim]({record.error[:70]})[/dim]" if record.error and record.status is not Status.KEEP else ""
     console.print(f"[bold]#{record.iteration:>3}[/bold] c{record.cycle} {change:<44} val_bpb {score} "
-                  f"[{style}]{record.status.value:<8}[/{style}] best {best_s}{mech}{note}")
+                  f"[{style}]{record.status.value:<8}[/{style}] best {best_s}{mech}{note}", soft_wrap=True)
 
 
 def _execute(session: Any, *, header: str) -> dict[str, Any]:

@@ -83,13 +83,49 @@ def kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
             continue
 
 
+PGID_FILE = ".trial.pgid"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the trial gets SIGKILL if the controller dies (e.g. is SIGKILLed) mid-trial."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
+def reap_stale_trial(cwd: Path) -> None:
+    """Kill what is left of a trial whose controller was killed: the group recorded in ``cwd``.
+
+    The trial's own process dies with its parent, but its children (data workers, a compiler) may
+    not; a resumed run must not train twice at once in the same folder."""
+    marker = Path(cwd) / PGID_FILE
+    try:
+        pgid = int(marker.read_text().strip())
+    except (OSError, ValueError):
+        return
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getpgid(int(pid_dir.name)) == pgid and (pid_dir / "cwd").resolve() == Path(cwd).resolve():
+                os.killpg(pgid, signal.SIGKILL)
+                break
+        except (OSError, ValueError):
+            continue
+    marker.unlink(missing_ok=True)
+
+
 def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
                 env: dict[str, str] | None = None) -> tuple[int | None, bool, float]:
     """Run ``cmd``; return (exit code or None, timed out, seconds)."""
+    reap_stale_trial(cwd)
     started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=scrubbed_env(env), start_new_session=True)
+                                env=scrubbed_env(env), start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        (Path(cwd) / PGID_FILE).write_text(str(proc.pid))
         try:
             code = proc.wait(timeout=timeout_s)
             timed_out = False
@@ -99,6 +135,14 @@ def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
         except BaseException:
             kill_group(proc, grace_s=0.5)
             raise
+        else:
+            # the leader exited by itself: make sure nothing it started outlives the trial
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        finally:
+            (Path(cwd) / PGID_FILE).unlink(missing_ok=True)
     return code, timed_out, time.monotonic() - started
 
 

@@ -141,8 +141,8 @@ def discover(source: str) -> dict[str, ParamSpec]:
         kind = _kind(value)
         if kind is None:
             continue
-        text = lines[node.lineno - 1]
-        comment = text.split("#", 1)[1].strip() if "#" in text[node.value.end_col_offset or 0:] else ""
+        rest = lines[node.lineno - 1].encode()[node.value.end_col_offset or 0:].decode(errors="replace")
+        comment = rest.split("#", 1)[1].strip() if "#" in rest else ""
         found[name] = _spec(name, value, kind, node.lineno, comment)
     return found
 
