@@ -122,6 +122,15 @@ def word_diff(original: str, revised: str) -> list[Text]:
     return out
 
 
+def _patch_line(event: dict[str, Any]) -> None:
+    if event.get("type") == "outer_patch":
+        console.print(f"[bold]L1.5[/bold] after cycle {event['cycle']}: strategy [bold]{event['strategy']}[/bold] → "
+                      f"overrides for {', '.join(event['overrides'])}")
+    elif event.get("type") == "outer_rejected":
+        console.print(f"[bold]L1.5[/bold] after cycle {event['cycle']}: [yellow]patch rejected[/yellow] "
+                      f"[dim]({str(event.get('error'))[:100]})[/dim]")
+
+
 def _dimension_table(summary: dict[str, Any]) -> Table:
     table = Table(title="rubric scores: original → best")
     table.add_column("dimension")
@@ -181,6 +190,7 @@ def _execute(session: Any, *, header: str) -> dict[str, Any]:
     from domains.article_opt.report import write_report
 
     session.on_record = _line
+    session.on_patch = _patch_line
     console.print(f"[bold]{header}[/bold] → {session.rundir.path}")
     ids = session.settings.client_ids()
     console.print("[dim]" + "; ".join(f"{level}: {p}{':' + m if m else ''}" for level, (p, m) in ids.items()) + "[/dim]")

@@ -97,6 +97,7 @@ def make_settings(**values: Any) -> ArticleSettings:
 
 
 RecordCallback = Callable[[str, TrialRecord], None]
+PatchCallback = Callable[[dict[str, Any]], None]
 
 
 class ArticleSession:
@@ -123,6 +124,7 @@ class ArticleSession:
         self.pipeline.overrides = current_overrides(journal)
         evaluator = ArticleEvaluator(Judge(self.clients["judge"]))
         self.on_record: RecordCallback | None = None
+        self.on_patch: PatchCallback | None = None
         self.states: dict[str, ArticleState] = {}
         self.inner: dict[str, InnerLoopController] = {}
         for name in self.article_names():
@@ -286,6 +288,9 @@ class ArticleSession:
                     effective = self.outer.step(cycle, self.records())
                     if effective is not None:
                         self.pipeline.overrides = effective
+                    if self.on_patch is not None:
+                        self.on_patch(self.rundir.journal.last("outer_patch", cycle=cycle)
+                                      or self.rundir.journal.last("outer_rejected", cycle=cycle) or {})
         except BudgetExceeded as exc:
             stopped = str(exc)
         return self.finalize(stopped)

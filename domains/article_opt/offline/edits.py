@@ -73,8 +73,10 @@ QUALIFY: tuple[tuple[str, str], ...] = (
     (r"reliably", "often"),
     (r"all of them", "most of them"),
     (r"without exception,? ?", ""),
+    (r"clearly ", ""),
+    (r"obviously ", ""),
+    (r"simply ", ""),
 )
-ANCHOR = " (in the cases described here)"
 
 
 def _match_case(old: str, new: str) -> str:

@@ -19,6 +19,7 @@ from domains.article_opt.offline import edits as ops
 from domains.article_opt.offline.features import (
     ABSOLUTE,
     CAUSAL,
+    COUNTERPOINT,
     HEDGE,
     VAGUE,
     action_items,
@@ -129,7 +130,7 @@ def _guided_actions(guidance: str, article: str) -> list[tuple[str, str, str, st
             elif action == "clarify_structure":
                 quote = sents[0] if sents and not stems(s.heading) & stems(sents[0]) else None
             else:
-                quote = next((x for x in sents if ABSOLUTE.search(x) or CAUSAL.search(x)), None)
+                quote = _unanswered(s.body)
             if quote:
                 found.append((dimension, s.heading, action, quote))
     return found
@@ -209,7 +210,19 @@ def _edit_applies(edit: dict[str, Any], article: str) -> str | None:
         return "the conclusion already lists actions"
     if action == "split_sentences" and not ops.split_long_sentences(section.text)[1]:
         return "no overlong sentence in this section can be split"
+    if action == "add_counterpoint" and not _unanswered(section.body):
+        return "every strong claim in this section is already answered"
+    if action == "other":
+        return "no concrete change to apply"
     return None
+
+
+def _unanswered(body: str) -> str | None:
+    """The first strong or causal claim not already followed by a counterpoint."""
+    sents = sentences(body)
+    return next((x for i, x in enumerate(sents) if (ABSOLUTE.search(x) or CAUSAL.search(x))
+                 and not COUNTERPOINT.search(x)
+                 and not (i + 1 < len(sents) and COUNTERPOINT.search(sents[i + 1]))), None)
 
 
 def assessment(request: Any) -> dict[str, Any]:
@@ -244,8 +257,7 @@ def _apply(text: str, heading: str, article: str, edits: list[dict[str, Any]], n
         elif action == "split_sentences":
             text, done = ops.split_long_sentences(text)
         elif action == "add_counterpoint":
-            quote = next((x for x in sentences(text) if ABSOLUTE.search(x)), "")
-            text, done = ops.add_counterpoint(text, quote, "")
+            text, done = ops.add_counterpoint(text, _unanswered(text) or "", "")
         elif action == "clarify_structure":
             text, done = ops.clarify_structure(text, heading, "")
         elif action == "make_specific":
@@ -267,8 +279,6 @@ def _apply(text: str, heading: str, article: str, edits: list[dict[str, Any]], n
             done = []
             if target is not None:
                 new, done = ops.qualify_claims(target)
-                if not done and ops.ANCHOR not in target and target.endswith("."):
-                    new, done = target[:-1] + ops.ANCHOR + ".", ["anchored a claim to its cases"]
                 text = text.replace(target, new, 1)
         elif kind == "structure":
             text, done = ops.clarify_structure(text, heading, suggestion)
