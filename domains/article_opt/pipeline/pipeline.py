@@ -17,6 +17,7 @@ hot injection of generated stages.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import traceback
@@ -165,7 +166,10 @@ class Pipeline:
 
     def _run_slot(self, slot: Slot, base: StageContext, result: PassResult) -> dict[str, Any] | None:
         name = slot.name
-        ctx = replace(base, outputs=MappingProxyType({k: MappingProxyType(v) for k, v in result.outputs.items()}),
+        # Generated code gets its own copy of earlier outputs, so it cannot edit the plan behind the
+        # pipeline's back; shipped stages read the same read-only views.
+        seen = copy.deepcopy(result.outputs) if slot.origin == "generated" else result.outputs
+        ctx = replace(base, outputs=MappingProxyType({k: MappingProxyType(v) for k, v in seen.items()}),
                       guidance=self.overrides.get(name, ""), retry_error=None,
                       asker=self._asker(name, base.article) if slot.origin == "generated" else None)
         for attempt in (1, 2):
