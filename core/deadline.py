@@ -1,7 +1,9 @@
 """Run a callable under a wall-clock deadline without abandoning a thread.
 
 In the main thread a ``SIGALRM`` interval timer interrupts the call with :class:`HookTimeout`, so a
-hook stuck in a Python loop is really stopped, not left running in the background. Elsewhere
+hook stuck in a Python loop is really stopped, not left running in the background. The timer keeps
+firing until the call returns: a hook that swallows the first :class:`HookTimeout` or loops in a
+``finally:`` block is interrupted again. Elsewhere
 (worker threads) a trace function checks the clock on every line and raises the same exception.
 """
 
@@ -33,14 +35,20 @@ def _with_alarm(fn: Callable[..., T], args: tuple, kwargs: dict, timeout_s: floa
 
     previous_handler = signal.signal(signal.SIGALRM, on_alarm)
     started = time.monotonic()
-    previous_timer = signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    previous_timer = signal.setitimer(signal.ITIMER_REAL, timeout_s, _repeat_s(timeout_s))
     try:
         return fn(*args, **kwargs)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous_handler)
         if previous_timer[0] > 0:  # an outer deadline was running: give it back what is left
-            signal.setitimer(signal.ITIMER_REAL, max(previous_timer[0] - (time.monotonic() - started), 1e-3))
+            left = max(previous_timer[0] - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left, previous_timer[1])
+
+
+def _repeat_s(timeout_s: float) -> float:
+    """How often the alarm fires again after the deadline, until the call gives up."""
+    return min(max(timeout_s / 4, 0.01), 0.25)
 
 
 def _with_trace(fn: Callable[..., T], args: tuple, kwargs: dict, timeout_s: float) -> T:

@@ -164,8 +164,8 @@ class InnerLoopController:
                                      hooks=overridden_hooks(mechanism))
         if replay and self.history:
             try:
-                call_with_deadline(mechanism.replay, tuple(self.history), timeout_s=self.hook_timeout_s)
-            except (Exception, HookTimeout) as exc:
+                call_with_deadline(lambda: mechanism.replay(tuple(self.history)), timeout_s=self.hook_timeout_s)
+            except (Exception, HookTimeout, SystemExit, GeneratorExit) as exc:
                 raise MechanismError(f"mechanism {name!r} failed to replay the history: {type(exc).__name__}: {exc}",
                                      stage="replay", traceback_tail=tail(traceback.format_exc())) from exc
         self.mechanisms.append(attached)
@@ -192,11 +192,12 @@ class InnerLoopController:
         self._calls[attached.name][hook] += 1
         attached.calls[hook] += 1
         try:
-            out = call_with_deadline(getattr(attached.instance, hook), *args, timeout_s=self.hook_timeout_s)
+            # the lookup runs under the deadline too: a hook may be a property that never returns
+            out = call_with_deadline(lambda: getattr(attached.instance, hook)(*args), timeout_s=self.hook_timeout_s)
             expected = _HOOK_TYPES[hook]
             if out is not None and hook != "observe" and not isinstance(out, expected):
                 raise TypeError(f"hook {hook} returned {type(out).__name__}, expected {expected[0].__name__} or None")
-        except (Exception, HookTimeout) as exc:  # a broken mechanism never stops the loop
+        except (Exception, HookTimeout, SystemExit, GeneratorExit) as exc:  # a broken mechanism never stops the loop
             reason = f"{hook} failed: {type(exc).__name__}: {exc}"
             log.warning("loop %s: detaching mechanism %s: %s", self.loop, attached.name, reason)
             self.detach(attached.name, reason=reason, hook=hook, traceback_tail=tail(traceback.format_exc()))

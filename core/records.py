@@ -1,22 +1,89 @@
 """Frozen records handed between the controller and its plugins.
 
 Everything a plugin or a mechanism receives is immutable (frozen pydantic models, tuples), so a
-plugin cannot rewrite history behind the controller's back. Records are also what the journal
-stores: ``model_dump(mode="json")`` on the way in, ``model_validate`` on replay.
+plugin cannot rewrite history behind the controller's back. ``frozen=True`` alone only stops
+attribute assignment, so every dict or list a record holds is stored as a read-only
+:class:`FrozenDict` / :class:`FrozenList`: ``record.metrics["val_bpb"] = 0`` raises instead of
+editing the journaled record and the history every later iteration reads. Records are also what
+the journal stores: ``model_dump(mode="json")`` on the way in, ``model_validate`` on replay.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _read_only(self: Any, *args: Any, **kwargs: Any) -> None:
+    raise TypeError(f"{type(self).__name__} is read-only: records are frozen; build a new one instead")
+
+
+class FrozenDict(dict):
+    """A dict that refuses in-place changes. JSON, pydantic and ``dict(...)`` see a plain dict; a deep
+    copy (or an unpickled one) is a plain, mutable dict: a copy is the holder's to change."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self) -> tuple:
+        return (dict, (dict(self),))
+
+
+class FrozenList(list):
+    """A list that refuses in-place changes (see :class:`FrozenDict`)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
+
+    def __copy__(self) -> FrozenList:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> list:
+        return [copy.deepcopy(v, memo) for v in self]
+
+    def __reduce__(self) -> tuple:
+        return (list, (list(self),))
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with every dict and list in it (recursively) made read-only; other objects as is."""
+    if isinstance(value, (FrozenDict, FrozenList)):
+        return value
+    if isinstance(value, dict):
+        return FrozenDict((k, freeze(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return FrozenList(freeze(v) for v in value)
+    if isinstance(value, tuple) and any(isinstance(v, (dict, list)) for v in value):
+        return tuple(freeze(v) for v in value)
+    return value
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="after")
+    def _freeze_containers(self) -> Frozen:
+        for name, value in self.__dict__.items():
+            if isinstance(value, (dict, list)):
+                self.__dict__[name] = freeze(value)  # frozen model: bypass __setattr__, once, at build
+        return self
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Frozen:  # type: ignore[override]
+        """As pydantic's, but the copy's dicts and lists are read-only too (an ``update`` or a deep
+        copy would otherwise bring in plain, mutable ones)."""
+        return super().model_copy(update=update, deep=deep)._freeze_containers()
 
 
 class Status(str, Enum):
