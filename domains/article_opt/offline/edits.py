@@ -133,19 +133,27 @@ def qualify_claims(text: str, *, limit: int = 4) -> tuple[str, list[str]]:
 
 
 def reconcile_numbers(text: str, article: str) -> tuple[str, list[str]]:
-    """For each contradiction whose weaker mention lies in ``text``, use the better-attested figure
-    (the one the article repeats more; the earlier one on a tie)."""
+    """For each contradiction whose weaker mention lies in ``text`` (a part of ``article``), use the
+    better-attested figure (the one the article repeats more; the earlier one on a tie). Mentions
+    are located by their offset in the article, so an identical phrase elsewhere is left alone."""
     changes: list[str] = []
+    base = article.find(text)
+    if base < 0:
+        return text, changes
+    edits: list[tuple[int, int, str]] = []
     for c in contradictions(article):
         first, second = c.first, c.second
         count1 = article.lower().count(first.core.lower())
         count2 = article.lower().count(second.core.lower())
         keep, drop = (second, first) if count2 > count1 else (first, second)
-        if drop.text not in text:
+        at = drop.start - base
+        if not 0 <= at < len(text) or text[at:at + len(drop.text)] != drop.text:
             continue
         new_text = drop.text.replace(drop.core, keep.core)
-        text = text.replace(drop.text, new_text, 1)
+        edits.append((at, at + len(drop.text), new_text))
         changes.append(f"'{drop.text}' -> '{new_text}' to agree with '{keep.text}'")
+    for start, end, new_text in sorted(edits, reverse=True):  # right to left: offsets stay valid
+        text = text[:start] + new_text + text[end:]
     return text, changes
 
 

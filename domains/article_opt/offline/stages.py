@@ -51,9 +51,12 @@ def _last_heading(article: str) -> str:
     return body[-1].heading if body else LEAD
 
 
-def _section_of(article: str, needle: str) -> str:
+def _section_at(article: str, offset: int) -> str:
+    """The heading of the section holding character ``offset`` of the article."""
+    end = 0
     for s in split_sections(article):
-        if needle and needle in s.text:
+        end += len(s.text)
+        if offset < end:
             return s.heading
     return LEAD
 
@@ -76,7 +79,7 @@ def analysis(request: Any) -> dict[str, Any]:
         if len(long) >= 2:
             weaknesses.append({"dimension": "clarity", "section": s.heading, "evidence": long[0][:380], "severity": 1})
     for c in contradictions(article):
-        weaknesses.append({"dimension": "internal_consistency", "section": _section_of(article, c.second.text),
+        weaknesses.append({"dimension": "internal_consistency", "section": _section_at(article, c.second.start),
                            "evidence": c.describe()[:380], "severity": 3})
     if not action_items(article):
         last = _last_heading(article)
@@ -203,8 +206,7 @@ def _edit_applies(edit: dict[str, Any], article: str) -> str | None:
         return "the section has no hedges left"
     if action == "qualify_claims" and not ABSOLUTE.search(section.text):
         return "the section makes no sweeping claim"
-    if action == "reconcile_numbers" and not any(c.second.text in section.text or c.first.text in section.text
-                                                 for c in contradictions(article)):
+    if action == "reconcile_numbers" and not ops.reconcile_numbers(section.text, article)[1]:
         return "no contradictory figure in this section"
     if action == "add_actions" and action_items(article):
         return "the conclusion already lists actions"
@@ -325,6 +327,6 @@ def custom_stage(request: Any) -> dict[str, Any]:
                 items.append({"kind": "vague", "section": s.heading, "quote": x[:590], "suggestion": "cut or make concrete"})
     if re.search(r"number|consisten|contradict", instruction):
         for c in contradictions(article):
-            items.append({"kind": "contradiction", "section": _section_of(article, c.second.text),
+            items.append({"kind": "contradiction", "section": _section_at(article, c.second.start),
                           "quote": c.second.text, "suggestion": f"use {c.first.core}"})
     return {"items": items[:20], "summary": f"offline stand-in: {len(items)} findings for '{instruction[:80]}'"}
