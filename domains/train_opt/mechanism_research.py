@@ -7,7 +7,10 @@ Level 2 is the same :class:`~core.inner_loop.InnerLoopController` as Level 1, ru
 * executing it (:class:`MechanismTrialExecutor`) stages the source through the core hot-loader,
   attaches the mechanism to the **running** Level-1 controller and runs the next inner cycle;
 * its score is that cycle's improvement of val_bpb (same iteration budget for every cycle), and it
-  is kept only if it beats the parent configuration's last cycle; otherwise ``settle`` detaches it.
+  is kept only if it beats the cycle just before it (:class:`PreviousCycleDecider`); otherwise
+  ``settle`` detaches it. Comparing with the previous cycle rather than the best cycle so far
+  matters: early cycles harvest the easy gains, so a best-so-far rule would revert nearly every
+  design for being late, not for being worse.
 
 Because Level 2 is the same controller, Level-1 mechanisms attach to it unchanged: the session
 attaches the library tabu list, so a design that was reverted is not proposed again.
@@ -27,7 +30,7 @@ from pydantic import BaseModel, Field
 from core.errors import MechanismError
 from core.inner_loop import InnerLoopController, hook_call_totals
 from core.loader import MechanismLoader
-from core.plugins import ExecContext, Executor, Proposer
+from core.plugins import Decider, ExecContext, Executor, Proposer
 from core.records import ExecutionResult, Proposal, ProposalContext, Status, TrialRecord
 from domains.train_opt.mechanisms import TEMPLATES
 from domains.train_opt.mechanisms.render import render_template, template_source
@@ -56,6 +59,22 @@ def design_region(template: str | None, source: str) -> str:
     return f"custom:{hashlib.sha256(source.encode()).hexdigest()[:10]}"
 
 
+def previous_cycle_score(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> float | None:
+    """The gain of the most recent measured cycle: what a new design has to beat."""
+    for record in reversed(history):
+        if record.score is not None:
+            return record.score
+    return None
+
+
+class PreviousCycleDecider(Decider):
+    """Keep a design only if its cycle's gain strictly beats the previous cycle's gain."""
+
+    def decide(self, score: float, incumbent: float | None, ctx: ProposalContext) -> bool:
+        reference = previous_cycle_score(ctx.history)
+        return reference is None or score > reference
+
+
 class MechanismDesigner(Proposer):
     """Asks the researcher for a mechanism addressing the diagnosed bottleneck of the inner search."""
 
@@ -68,8 +87,15 @@ class MechanismDesigner(Proposer):
         active = list(self.inner.search.get("active_params", ()))
         tried = [{"region": r.proposal.region, "status": r.status.value, "score": r.score, "iteration": r.iteration}
                  for r in ctx.history if r.proposal is not None and r.proposal.origin != "baseline"]
+        # a template already attached (kept) is not offered again: a second copy adds nothing
+        attached = {m.name for m in self.inner.mechanisms}
+        active_templates = sorted({r.proposal.changes["template"] for r in ctx.history
+                                   if r.proposal is not None and r.proposal.changes.get("template")
+                                   and r.info.get("mechanism") in attached})
+        menu = {k: v for k, v in template_menu().items() if k not in active_templates} or template_menu()
         context = {
-            "diagnosis": diagnose(self.inner.history, active), "templates": template_menu(), "tried": tried,
+            "diagnosis": diagnose(self.inner.history, active), "templates": menu, "tried": tried,
+            "active_templates": active_templates,
             "constraints": ctx.guidance.constraints.model_dump(mode="json"), "feedback": list(ctx.feedback),
             "inner_budget": self.inner_budget, "iteration": ctx.iteration,
         }
@@ -152,5 +178,4 @@ class MechanismTrialExecutor(Executor):
         if name is None:
             return
         if record.status is not Status.KEEP:
-            self.inner.detach(name, reason=f"reverted: {record.status.value} (cycle score {record.score}, "
-                                           f"parent {record.best_before})")
+            self.inner.detach(name, reason=f"reverted: {record.status.value} (cycle gain {record.score})")

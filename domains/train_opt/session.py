@@ -33,7 +33,12 @@ from domains.train_opt import offline
 from domains.train_opt import target as tgt
 from domains.train_opt.config import initial_config
 from domains.train_opt.executor import TrainExecutor
-from domains.train_opt.mechanism_research import MechanismDesigner, MechanismTrialExecutor
+from domains.train_opt.mechanism_research import (
+    MechanismDesigner,
+    MechanismTrialExecutor,
+    PreviousCycleDecider,
+    previous_cycle_score,
+)
 from domains.train_opt.mechanisms.tabu import TabuMechanism
 from domains.train_opt.outer import analyze_and_patch, current_config
 from domains.train_opt.runner import LLMProposer
@@ -152,7 +157,8 @@ class TrainSession:
                 run=run, loop="mechanism",
                 proposer=MechanismDesigner(client=self.mech_client, inner=self.inner, inner_budget=settings.inner_budget),
                 executor=MechanismTrialExecutor(inner=self.inner, loader=self.loader, run_cycle=self._inner_cycle),
-                evaluator=MetricEvaluator(metric="improvement"), direction="maximize", seed=settings.seed,
+                evaluator=MetricEvaluator(metric="improvement"), decider=PreviousCycleDecider(),
+                direction="maximize", seed=settings.seed,
                 hook_timeout_s=settings.hook_timeout_s,
             )
             # Level 2 searches with the same mechanisms as Level 1: a tabu list over designs means a
@@ -281,14 +287,14 @@ def summarize(run: RunDir, ledger: UsageLedger | None = None) -> dict[str, Any]:
     counts = {s.value: sum(r.status is s for r in search) for s in Status}
     totals = hook_call_totals(inner)
     mechanisms = []
-    for record in level2:
+    for index, record in enumerate(level2):
         if record.proposal is None or record.proposal.origin == "baseline":
             continue
         name = record.info.get("mechanism")
         mechanisms.append({
             "iteration": record.iteration, "cycle": record.cycle, "region": record.proposal.region,
             "verdict": "kept" if record.status is Status.KEEP else ("reverted" if record.status is Status.DISCARD else record.status.value),
-            "score": record.score, "parent_score": record.best_before, "error": record.error,
+            "score": record.score, "parent_score": previous_cycle_score(level2[:index]), "error": record.error,
             "name": name, "hook_calls": totals.get(name, {}) if name else {}, "source": record.artifact,
         })
     usage: dict[str, Any] = {}
