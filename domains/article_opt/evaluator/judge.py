@@ -35,7 +35,7 @@ class DimensionScore(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     score: float = Field(ge=0, le=10)
-    reason: str = Field("", max_length=400)
+    reason: str = Field("", max_length=1500)
 
 
 def scores_schema(rubric: Rubric) -> type[BaseModel]:
