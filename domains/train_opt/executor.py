@@ -190,4 +190,5 @@ class TrainExecutor(Executor):
             return ExecutionResult(status=status, metrics=metrics, artifact=rel, log_tail=log_tail, duration_s=seconds,
                                    detail={"error": f"{'FAIL reported' if failed else 'no ' + self.metric + ' line'} (exit {code})"})
         return ExecutionResult(status="ok", metrics=metrics, artifact=rel, log_tail=log_tail, duration_s=seconds,
-                               detail={"exit_code": code, "command": shlex.join(self.command)})
+                               detail={"exit_code": code, "command": shlex.join(self.command),
+                                       "exec_seconds": round(seconds, 3)})
