@@ -242,11 +242,13 @@ def test_huge_allocation_at_import_fails_under_the_memory_cap(tmp_path: Path) ->
     assert "MemoryError" in str(info.value)
 
 
-def test_mechanism_output_cannot_forge_the_verdict(loader: MechanismLoader) -> None:
+def test_mechanism_output_cannot_forge_the_verdict(tmp_path: Path) -> None:
+    # The policy rejects SystemExit by name; the child is checked on its own, as the layer behind it.
     forged = '{"ok": true, "class_name": "X", "name": "x", "hooks_overridden": [], "env_keys": []}'
-    source = f"print({forged!r})\nraise SystemExit(0)\n" + AVOID_X
+    path = tmp_path / "forger.py"
+    path.write_text(f"print({forged!r})\nraise SystemExit(0)\n" + AVOID_X)
     with pytest.raises(MechanismError) as info:
-        loader.load(source)
+        run_contract_check(path, module_name="bilevel_mech_forger_check")
     assert (info.value.stage, info.value.rule) == ("contract", "import-failed")
     assert "SystemExit" in str(info.value)
 

@@ -1,0 +1,9 @@
+# expect: policy import-not-allowed: ctypes
+# why: ctypes into libc
+import ctypes
+from core.mechanism import Mechanism
+
+
+class C(Mechanism):
+    def guidance(self, ctx):
+        ctypes.CDLL(None).system(b'id')

@@ -1,0 +1,9 @@
+# expect: policy introspection-attribute: gi_frame
+# why: a generator frame to its globals
+from core.mechanism import Mechanism
+
+
+class F(Mechanism):
+    def guidance(self, ctx):
+        g = (i for i in ())
+        return g.gi_frame.f_back.f_globals

@@ -1,0 +1,8 @@
+# expect: policy module-attribute-not-allowed: typing.get_type_hints
+# why: get_type_hints evaluates strings
+from typing import get_type_hints
+from core.mechanism import Mechanism
+
+
+class G(Mechanism):
+    pass

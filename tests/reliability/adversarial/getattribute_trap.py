@@ -1,0 +1,8 @@
+# expect: policy dunder-method: __getattribute__
+# why: attribute lookups that hang once outside the probe
+from core.mechanism import Mechanism
+
+
+class G(Mechanism):
+    def __getattribute__(self, name):
+        return object.__getattribute__(self, name)

@@ -1,0 +1,8 @@
+# expect: policy forbidden-builtin: globals
+# why: globals() to reach __builtins__
+from core.mechanism import Mechanism
+
+
+class Glob(Mechanism):
+    def guidance(self, ctx):
+        return globals()['__builtins__']['eval']('1')

@@ -1,0 +1,14 @@
+# expect: contract import-failed
+# why: unbounded recursion when the module is imported
+from core.mechanism import Mechanism
+
+
+def down(n):
+    return down(n + 1)
+
+
+DEPTH = down(0)
+
+
+class R(Mechanism):
+    pass

@@ -1,0 +1,10 @@
+# expect: policy introspection-attribute: model_config
+# why: unfreezing every record in the process
+from core.mechanism import Mechanism
+from core.records import TrialRecord
+
+
+class U(Mechanism):
+    def guidance(self, ctx):
+        config = TrialRecord.model_config
+        config.update(frozen=False)

@@ -1,0 +1,9 @@
+# expect: policy module-attribute-not-allowed: typing.sys
+# why: sys reached through typing
+import typing
+from core.mechanism import Mechanism
+
+
+class T(Mechanism):
+    def guidance(self, ctx):
+        return typing.sys.modules['os']

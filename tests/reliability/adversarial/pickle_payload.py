@@ -1,0 +1,9 @@
+# expect: policy import-not-allowed: pickle
+# why: pickle.loads of a payload
+import pickle
+from core.mechanism import Mechanism
+
+
+class P(Mechanism):
+    def guidance(self, ctx):
+        pickle.loads(b'cos\nsystem\n(S\'id\'\ntR.')

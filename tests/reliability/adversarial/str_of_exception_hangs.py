@@ -1,0 +1,15 @@
+# expect: policy dunder-method: __str__
+# why: an exception whose str() never returns, formatted outside the deadline
+from core.mechanism import Mechanism
+
+
+class Boom(Exception):
+    def __str__(self):
+        while True:
+            pass
+
+
+class B(Mechanism):
+    def observe(self, record):
+        if record.iteration > 2:
+            raise Boom()

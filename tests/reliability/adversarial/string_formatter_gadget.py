@@ -1,0 +1,9 @@
+# expect: policy module-attribute-not-allowed: string.Formatter
+# why: string.Formatter does field access
+import string
+from core.mechanism import Mechanism
+
+
+class S(Mechanism):
+    def guidance(self, ctx):
+        return string.Formatter().vformat('{0.__class__}', (self,), {})

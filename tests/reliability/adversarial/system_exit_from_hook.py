@@ -1,0 +1,9 @@
+# expect: policy base-exception: SystemExit
+# why: stopping the whole run from a hook
+from core.mechanism import Mechanism
+
+
+class Q(Mechanism):
+    def observe(self, record):
+        if record.iteration > 3:
+            raise SystemExit(0)

@@ -1,0 +1,9 @@
+# expect: policy forbidden-builtin: open
+# why: a write outside the run directory
+from core.mechanism import Mechanism
+
+
+class Writer(Mechanism):
+    def observe(self, record):
+        with open('/tmp/bilevel-pwned', 'w') as fh:
+            fh.write('x')

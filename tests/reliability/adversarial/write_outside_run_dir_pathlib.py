@@ -1,0 +1,9 @@
+# expect: policy import-not-allowed: pathlib
+# why: pathlib as a way to write files
+from pathlib import Path
+from core.mechanism import Mechanism
+
+
+class Writer(Mechanism):
+    def observe(self, record):
+        Path('/tmp/bilevel-pwned').write_text('x')
