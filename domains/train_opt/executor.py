@@ -26,6 +26,7 @@ from domains.train_opt import target as tgt
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _SUMMARY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(\S+)\s*$")
 LOG_TAIL_CHARS = 3000
+SUMMARY_WINDOW_CHARS = 64_000  # the summary block is the end of the log; a flood before it is not read
 
 
 def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -182,7 +183,7 @@ class TrainExecutor(Executor):
         if timed_out:
             return ExecutionResult(status="timeout", artifact=rel, log_tail=log_tail, duration_s=seconds,
                                    detail={"error": f"killed after {self.timeout_s:g}s"})
-        metrics = parse_summary(log_path.read_text(encoding="utf-8", errors="replace"))
+        metrics = parse_summary(read_tail(log_path, SUMMARY_WINDOW_CHARS))  # never the whole log: it may be GBs
         value = metrics.get(self.metric)
         failed = re.search(r"^\s*FAIL\s*$", log_tail, re.MULTILINE) is not None
         if value is None or not math.isfinite(value):

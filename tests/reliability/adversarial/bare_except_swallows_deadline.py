@@ -1,5 +1,6 @@
 # expect: policy bare-except
 # why: a bare except that swallows the hook deadline
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 import time

@@ -1,5 +1,6 @@
 # expect: policy base-not-allowed: B
 # why: a base that is a variable, not a class name
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 from core.records import Proposal
 

@@ -1,5 +1,6 @@
 # expect: policy import-not-allowed: ctypes
 # why: ctypes into libc
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import ctypes
 from core.mechanism import Mechanism
 

@@ -1,5 +1,6 @@
 # expect: policy dunder-method: __del__
 # why: __del__ runs outside any deadline when the mechanism is detached
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

@@ -1,5 +1,6 @@
 # expect: policy forbidden-builtin: eval
 # why: eval taken as a value
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 RUN = eval

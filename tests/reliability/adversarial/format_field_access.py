@@ -1,5 +1,6 @@
 # expect: policy format-field-access
 # why: attribute access inside a format string
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

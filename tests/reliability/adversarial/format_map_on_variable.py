@@ -1,5 +1,6 @@
 # expect: policy dynamic-format
 # why: format_map on a template built at run time
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

@@ -1,5 +1,6 @@
 # expect: policy dynamic-format
 # why: str.format taken as a value so the call site is hidden
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import random
 from core.mechanism import Mechanism
 

@@ -1,5 +1,6 @@
 # expect: policy introspection-attribute: gi_frame
 # why: a generator frame to its globals
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

@@ -1,5 +1,6 @@
 # expect: policy forbidden-builtin: globals
 # why: globals() to reach __builtins__
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

@@ -1,5 +1,6 @@
 # expect: contract hook-raised: filter
 # why: a filter that raises on the first candidate
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

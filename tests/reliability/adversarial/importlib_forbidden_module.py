@@ -1,5 +1,6 @@
 # expect: policy import-not-allowed: importlib
 # why: importlib of a forbidden module
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import importlib
 from core.mechanism import Mechanism
 

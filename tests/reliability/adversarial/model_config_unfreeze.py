@@ -1,5 +1,6 @@
 # expect: policy introspection-attribute: model_config
 # why: unfreezing every record in the process
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 from core.records import TrialRecord
 

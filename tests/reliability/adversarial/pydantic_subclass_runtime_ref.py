@@ -1,5 +1,6 @@
 # expect: policy base-not-allowed: core.records.Proposal
 # why: a pydantic subclass whose annotation is built at run time
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 from core.records import Proposal
 

@@ -1,5 +1,6 @@
 # expect: policy import-not-allowed: os
 # why: popen imported by name
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from os import popen
 from core.mechanism import Mechanism
 

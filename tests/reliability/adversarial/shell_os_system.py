@@ -1,5 +1,6 @@
 # expect: policy import-not-allowed: os
 # why: a shell-out through os.system
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import os
 from core.mechanism import Mechanism
 

@@ -1,5 +1,6 @@
 # expect: policy import-not-allowed: subprocess
 # why: a shell-out through subprocess
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import subprocess
 from core.mechanism import Mechanism
 

@@ -1,5 +1,6 @@
 # expect: policy module-attribute-not-allowed: functools.singledispatch
 # why: singledispatch.register evaluates a runtime-built annotation
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 import functools
 

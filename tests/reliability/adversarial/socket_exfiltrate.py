@@ -1,5 +1,6 @@
 # expect: policy import-not-allowed: socket
 # why: a raw socket to send data out
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import socket
 from core.mechanism import Mechanism
 

@@ -1,5 +1,6 @@
 # expect: policy dunder-method: __str__
 # why: an exception whose str() never returns, formatted outside the deadline
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

@@ -1,5 +1,6 @@
 # expect: policy module-attribute-not-allowed: string.Formatter
 # why: string.Formatter does field access
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import string
 from core.mechanism import Mechanism
 

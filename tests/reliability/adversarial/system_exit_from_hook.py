@@ -1,5 +1,6 @@
 # expect: policy base-exception: SystemExit
 # why: stopping the whole run from a hook
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

@@ -1,5 +1,6 @@
 # expect: policy dunder-attribute: __traceback__
 # why: a traceback's frame to the caller's globals
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

@@ -1,5 +1,6 @@
 # expect: policy dynamic-class
 # why: type(name, bases, ns) builds a pydantic class with runtime annotations
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 from core.records import Proposal
 

@@ -1,5 +1,6 @@
 # expect: policy forbidden-builtin: vars
 # why: vars() of an allowed module
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import random
 from core.mechanism import Mechanism
 

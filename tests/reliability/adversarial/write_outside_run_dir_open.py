@@ -1,5 +1,6 @@
 # expect: policy forbidden-builtin: open
 # why: a write outside the run directory
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 from core.mechanism import Mechanism
 
 

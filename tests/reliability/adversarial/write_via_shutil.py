@@ -1,5 +1,6 @@
 # expect: policy import-not-allowed: shutil
 # why: shutil to copy files out
+# ruff: noqa  (deliberately hostile code: data for the policy, never run)
 import shutil
 from core.mechanism import Mechanism
 

@@ -81,7 +81,7 @@ def main():
         while True:
             time.sleep(3600)
     if fault.startswith("flood:"):
-        chunk = (b"step 00000 | loss 9.9999 | progress line that goes on and on " * 16)[:1023] + b"\n"
+        chunk = (b"step 00000 | loss 9.9999 | progress line that goes on and on " * 20)[:1023] + b"\n"
         block = chunk * 1024  # 1 MiB
         for _ in range(int(fault.split(":")[1])):
             os.write(1, block)
