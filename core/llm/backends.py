@@ -125,6 +125,8 @@ class OpenAIChatBackend:
             raise translate_sdk_error(
                 exc, self._sdk, model_id=self._model_id, endpoint=self._endpoint, timeout_s=request.timeout_s
             ) from exc
+        if not hasattr(response, "choices"):  # HTTP 200 whose body is not JSON: the SDK hands back text
+            raise TransientProviderError(f"the reply is not a chat completion: {_short(str(response), 120)!r}")
         if not response.choices:
             raise ProviderError(f"{self._model_id}: the reply has no choices")
         message = response.choices[0].message
@@ -186,6 +188,8 @@ class AnthropicBackend:
             raise translate_sdk_error(
                 exc, self._sdk, model_id=self._model_id, endpoint=self._endpoint, timeout_s=request.timeout_s
             ) from exc
+        if not hasattr(response, "content"):  # HTTP 200 whose body is not JSON
+            raise TransientProviderError(f"the reply is not a message: {_short(str(response), 120)!r}")
         text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
         usage = response.usage
         return LLMReply(

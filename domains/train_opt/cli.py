@@ -87,9 +87,9 @@ def _execute(session: Any, *, header: str) -> dict[str, Any]:
         summary = session.run()
     except KeyboardInterrupt:
         err.print(f"interrupted; nothing finished is lost. Continue with: python -m domains.train_opt.cli resume {session.rundir.path}")
-        session.close()
         raise typer.Exit(130) from None
-    session.close()
+    finally:
+        session.close()  # whatever stopped the run (a full disk too), release the run directory's lock
     report = write_report(session.rundir.path)
     _final_table(summary)
     best_file = session.rundir.path / "best_train.py"
@@ -195,11 +195,17 @@ def bilevel(
 
 
 @app.command()
-def resume(run_dir: Path = typer.Argument(..., help="The run directory to continue.")) -> None:
+def resume(
+    run_dir: Path = typer.Argument(..., help="The run directory to continue."),
+    max_cost: float | None = typer.Option(None, help="Raise the LLM spend limit (USD, whole run)."),
+    max_calls: int | None = typer.Option(None, help="Raise the LLM call limit (whole run)."),
+    wall_time: float | None = typer.Option(None, help="Change the wall-time limit (seconds, from this start)."),
+) -> None:
     """Continue a stopped or killed run from its journal (no trial lost, none repeated)."""
     from domains.train_opt.session import TrainSession
 
-    _guard(lambda: _execute(TrainSession.resume(run_dir), header="train_opt resume"))
+    overrides = {"max_cost_usd": max_cost, "max_calls": max_calls, "wall_time_s": wall_time}
+    _guard(lambda: _execute(TrainSession.resume(run_dir, overrides), header="train_opt resume"))
 
 
 @app.command()

@@ -2,8 +2,9 @@
 
 The analyzer (an LLM, or the offline stand-in's fixed rules) sees trace statistics — per-parameter
 tries and keeps, repeated regions, crash rate, plateau length — and the recent trials. Its patch is
-validated by :func:`~domains.train_opt.config.apply_patch`; an invalid patch is journaled as
-rejected and the configuration stays as it was.
+validated by :func:`~domains.train_opt.config.apply_patch`; an invalid patch, or no answer at all
+(the provider failed after its retries), is journaled as rejected and the configuration stays as it
+was: the run goes on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from core.errors import ConfigError, StructuredOutputError
+from core.errors import ConfigError, ProviderError
 from core.records import TrialRecord
 from core.state import Journal
 from domains.train_opt.config import ConfigPatch, SearchConfig, apply_patch
@@ -48,7 +49,7 @@ def analyze_and_patch(*, client: Any, journal: Journal, config: SearchConfig, hi
         patch = client.structured(purpose=PURPOSE_ANALYZE, schema=ConfigPatch,
                                   messages=[{"role": "user", "content": prompt}], context=context)
         new = apply_patch(config, patch)
-    except (ConfigError, StructuredOutputError) as exc:
+    except (ConfigError, ProviderError) as exc:  # an unusable answer, or no answer after the retries
         log.warning("Level 1.5 patch rejected after cycle %d: %s", cycle, exc)
         journal.append({"type": "config_rejected", "cycle": cycle, "error": str(exc)})
         return config

@@ -88,6 +88,24 @@ class RunSettings(BaseModel):
         return 600.0  # the autoresearch protocol kills runs over 10 minutes
 
 
+# What `resume` may change: the limits that stop a run, never what shapes its search.
+RESUME_OVERRIDES = frozenset({"max_calls", "max_cost_usd", "wall_time_s"})
+
+
+def _override(run: RunDir, settings: RunSettings, changes: dict[str, Any]) -> RunSettings:
+    unknown = sorted(set(changes) - RESUME_OVERRIDES)
+    if unknown:
+        raise ConfigError(f"resume cannot change {', '.join(unknown)}; only {', '.join(sorted(RESUME_OVERRIDES))}")
+    changes = {k: v for k, v in changes.items() if getattr(settings, k) != v}
+    if not changes:
+        return settings
+    new = make_settings(**(settings.model_dump() | changes))
+    run.write_json("settings.json", new.model_dump(mode="json"))
+    run.journal.append({"type": "settings_changed", "changes": changes,
+                        "previous": {k: getattr(settings, k) for k in changes}})
+    return new
+
+
 def parse_levels(text: str) -> tuple[Level, ...]:
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
     bad = [p for p in parts if p not in ("1", "1.5", "2")]
@@ -193,10 +211,13 @@ class TrainSession:
             raise
 
     @classmethod
-    def resume(cls, run_dir: Path) -> TrainSession:
+    def resume(cls, run_dir: Path, overrides: dict[str, Any] | None = None) -> TrainSession:
+        """Reopen a run. ``overrides`` (``None`` values ignored) may raise the limits a stopped run
+        hit — :data:`RESUME_OVERRIDES` — rewriting ``settings.json`` atomically and journaling it."""
         run = RunDir.open(run_dir)
         try:
             settings = RunSettings.model_validate_json((run.path / "settings.json").read_text(encoding="utf-8"))
+            settings = _override(run, settings, {k: v for k, v in (overrides or {}).items() if v is not None})
             session = cls(run, settings)
             run.journal.append({"type": "run_resumed"})
             return session
