@@ -6,7 +6,8 @@ So a mechanism written for Level 1 — a tabu list, a bandit — can be attached
 
 Every iteration ends in exactly one journaled :class:`TrialRecord`, whatever failed on the way: the
 record is built and written after any ordinary exception (status CRASH, with the traceback tail).
-Only a stop request (:class:`BudgetExceeded`, Ctrl-C, SIGTERM) leaves the iteration unrecorded; its
+Only a stop request (:class:`BudgetExceeded`, Ctrl-C, SIGTERM) or a run directory that can no longer
+be written (:class:`~core.errors.RunDirError`: a full or read-only disk) leaves the iteration unrecorded; its
 candidate was journaled as ``proposal`` before executing, and ``resume`` re-executes that same
 candidate, so no finished trial is lost and none is run twice.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.deadline import call_with_deadline
-from core.errors import BudgetExceeded, HookTimeout, MechanismError
+from core.errors import BudgetExceeded, HookTimeout, MechanismError, RunDirError
 from core.mechanism import HOOKS, Mechanism
 from core.plugins import Decider, Evaluator, ExecContext, Executor, Proposer, StrictImprovement
 from core.records import (
@@ -302,6 +303,8 @@ class InnerLoopController:
         except (BudgetExceeded, KeyboardInterrupt, SystemExit) as exc:
             self.run.journal.append({"type": "stopped", "loop": self.loop, "iteration": iteration,
                                      "reason": f"{type(exc).__name__}: {exc}"})
+            raise
+        except RunDirError:  # the run cannot record anything: stop; resume re-runs this iteration
             raise
         except Exception as exc:
             log.warning("loop %s iteration %d crashed: %s", self.loop, iteration, exc)

@@ -1,7 +1,8 @@
 """Run directories and the append-only journal every level writes to.
 
 A run's state is never stored in place: each operation appends one JSON line to ``journal.jsonl``
-(file lock, ``fsync``), and the state is rebuilt by replaying it. A torn last line (the process
+(file lock, ``fsync``), and the state is rebuilt by replaying it. An append that fails part-way (a
+full disk) is cut back, so the file only ever holds whole lines. A torn last line (the process
 died mid-write) is tolerated and trimmed; a damaged line in the middle is an error, since silently
 skipping it could lose a finished trial. Any other file is written atomically (temp file + rename).
 """
@@ -59,6 +60,7 @@ class Journal:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self._torn_at: int | None = None  # where a failed append's fragment starts, if not cut yet
         self._events: list[dict[str, Any]] = self._load()
 
     # -- reading ----------------------------------------------------------------------------------
@@ -143,13 +145,10 @@ class Journal:
         full.update(event)
         line = (json.dumps(full, sort_keys=False, default=str, separators=(",", ":")) + "\n").encode()
         try:
-            with open(self.path, "ab") as fh:
+            with open(self.path, "ab", buffering=0) as fh:  # unbuffered: no bytes left over to flush later
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 try:
-                    fh.write(line)
-                    fh.flush()
-                    if self.fsync if fsync is None else (fsync and self.fsync):
-                        os.fsync(fh.fileno())
+                    self._write_line(fh, line, self.fsync if fsync is None else (fsync and self.fsync))
                 finally:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         except OSError as exc:
@@ -159,6 +158,27 @@ class Journal:
             ) from exc
         self._events.append(full)
         return full
+
+    def _write_line(self, fh: Any, line: bytes, sync: bool) -> None:
+        """Write one whole line or nothing: a write that fails part-way (a full disk) is cut off
+        again, so the next append cannot glue its line onto the fragment and lose both."""
+        fd = fh.fileno()
+        if self._torn_at is not None:  # an earlier failure could not cut its fragment: do it first
+            os.ftruncate(fd, self._torn_at)
+            self._torn_at = None
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[fh.write(view):]
+            if sync:
+                os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                self._torn_at = start
+            raise
 
 
 class RunDir:
