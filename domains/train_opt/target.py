@@ -156,7 +156,8 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
             raise ValueError(f"{spec.name} must be a bool")
         return value
     if spec.kind == "str":
-        if not isinstance(value, str) or (spec.pattern and not re.fullmatch(spec.pattern, value)):
+        # exactly str: a subclass could render (repr) as anything, code included
+        if type(value) is not str or (spec.pattern and not re.fullmatch(spec.pattern, value)):
             raise ValueError(f"{spec.name} must be a string matching {spec.pattern}")
         return value
     if spec.kind == "tuple":
@@ -176,8 +177,11 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
 def _number(spec: ParamSpec, value: Any, typ: type) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ is int and not isinstance(value, int)):
         raise ValueError(f"{spec.name} must be {'an int' if typ is int else 'a number'}, got {value!r}")
-    value = typ(value)
-    if not math.isfinite(value):
+    try:
+        value = typ(value)  # exactly int or float: a subclass could render (repr) as anything
+    except OverflowError:  # e.g. 10**400 has no float
+        raise ValueError(f"{spec.name} is out of range") from None
+    if typ is float and not math.isfinite(value):
         raise ValueError(f"{spec.name} must be finite")
     if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
         raise ValueError(f"{spec.name}={value!r} is outside [{spec.low:g}, {spec.high:g}]")
@@ -200,11 +204,25 @@ def apply_changes(source: str, changes: dict[str, Any], specs: dict[str, ParamSp
             if name in values:
                 if node.value.lineno != node.value.end_lineno:
                     raise ValueError(f"{name} spans several lines; only one-line constants can be edited")
-                edits.append((node.value.lineno - 1, node.value.col_offset, node.value.end_col_offset, repr(values[name])))
+                edits.append((node.value.lineno - 1, node.value.col_offset, node.value.end_col_offset,
+                              render(name, values[name])))
     for line_no, start, end, text in sorted(edits, reverse=True):
         raw = lines[line_no].encode()
         lines[line_no] = (raw[:start] + text.encode() + raw[end:]).decode()
     return "".join(lines)
+
+
+def render(name: str, value: Any) -> str:
+    """``repr(value)``, checked to be a one-line literal that reads back as ``value``: the last guard
+    between a value and the text of train.py."""
+    text = repr(value)
+    try:
+        ok = "\n" not in text and ast.literal_eval(text) == value
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: {text[:80]!r} is not a one-line literal of its value")
+    return text
 
 
 def diff(old: str, new: str, name: str = "train.py") -> str:
