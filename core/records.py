@@ -16,7 +16,7 @@ import json
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def _read_only(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -73,17 +73,19 @@ def freeze(value: Any) -> Any:
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    @model_validator(mode="after")
-    def _freeze_containers(self) -> Frozen:
+    def model_post_init(self, context: Any, /) -> None:
+        # Once, when the record is built (not each time it is nested in another one: a context
+        # holding the whole history would pay for every record again). Frozen: bypass __setattr__.
         for name, value in self.__dict__.items():
             if isinstance(value, (dict, list)):
-                self.__dict__[name] = freeze(value)  # frozen model: bypass __setattr__, once, at build
-        return self
+                self.__dict__[name] = freeze(value)
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Frozen:  # type: ignore[override]
         """As pydantic's, but the copy's dicts and lists are read-only too (an ``update`` or a deep
         copy would otherwise bring in plain, mutable ones)."""
-        return super().model_copy(update=update, deep=deep)._freeze_containers()
+        copied = super().model_copy(update=update, deep=deep)
+        copied.model_post_init(None)
+        return copied
 
 
 class Status(str, Enum):
