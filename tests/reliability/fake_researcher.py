@@ -29,7 +29,8 @@ HUGE_BYTES = 4 * 2**20
 
 class FakeResearcher:
     def __init__(self, faults: dict[int, str] | None = None, *, hold_s: float = 2.0,
-                 schema_faults: dict[str, str] | None = None) -> None:
+                 schema_faults: dict[str, str] | None = None, design_source: str | None = None) -> None:
+        self.design_source = design_source  # a Level-2 design written as source instead of a template
         self.faults = dict(faults or {})
         self.schema_faults = dict(schema_faults or {})  # schema name -> fault for every such request
         self.hold_s = hold_s
@@ -60,6 +61,8 @@ class FakeResearcher:
                 return json.dumps({"changes": {name: value}, "hypothesis": f"fake: {name} to {value}"})
             if schema == "ConfigPatch":
                 return json.dumps({"reason": "fake researcher: keep the configuration"})
+            if schema == "DesignReply" and self.design_source:
+                return json.dumps({"source": self.design_source, "rationale": "fake researcher: custom source"})
             if schema == "DesignReply":
                 self._designs += 1
                 return json.dumps({"template": TEMPLATES[self._designs % len(TEMPLATES)], "params": {},

@@ -286,3 +286,73 @@ def test_guidance_keeps_working_for_a_well_behaved_mechanism(tmp_path: Path):
     controller = run_with(tmp_path / "run", calm)
     assert all(r.hook_calls.get("calm", {}).get("guidance") == 1 for r in controller.history[1:])
     assert all(r.status in (Status.KEEP, Status.DISCARD) for r in controller.history)
+
+
+# -- in a whole train_opt run: a generated mechanism breaks mid-cycle ------------------------------------
+
+BROKEN_SOURCES = {
+    "raises-after-passing-the-check": ("filter", "RuntimeError", '''
+        def filter(self, proposal, ctx):
+            self.calls += 1
+            if self.calls > 2:
+                raise RuntimeError("design bug on call " + str(self.calls))
+            return None
+    '''),
+    "rewrites-the-records-it-observes": ("observe", "read-only", '''
+        def observe(self, record):
+            self.calls += 1
+            if self.calls > 6:  # past the 5 records replayed on attach: mid-cycle
+                record.metrics["val_bpb"] = 0.0
+    '''),
+    "overruns-its-deadline": ("guidance", "HookTimeout", '''
+        def guidance(self, ctx):
+            self.calls += 1
+            if self.calls > 1:
+                time.sleep(60)
+            return None
+    '''),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_SOURCES))
+def test_a_generated_mechanism_that_breaks_mid_cycle_is_reverted_and_the_run_finishes(
+        case: str, standin: Path, plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import domains.train_opt.session as session_module
+    from core.llm_client import RetryPolicy
+    from domains.train_opt.session import TrainSession, make_settings
+    from tests.reliability.conftest import executions, ran
+    from tests.reliability.fake_researcher import FakeResearcher
+
+    hook, evidence, body = BROKEN_SOURCES[case]
+    source = ("import time\n\nfrom core.mechanism import Mechanism\n\n\nclass Broken(Mechanism):\n"
+              "    name = \"broken\"\n\n    def __init__(self, **params):\n        super().__init__(**params)\n"
+              "        self.calls = 0\n" + textwrap.indent(textwrap.dedent(body), "    "))
+    monkeypatch.chdir(tmp_path)
+    server = FakeResearcher(design_source=source)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-reliability-test")
+    real = session_module.make_client
+    monkeypatch.setattr(session_module, "make_client", lambda *a, **k: real(
+        *a, **{"timeout_s": 5.0, "retry": RetryPolicy(max_retries=1, base_delay_s=0.001), **k}))
+    settings = make_settings(target_dir=str(standin), provider="openai", inner_budget=4, outer_cycles=2,
+                             hook_timeout_s=0.5)
+    run_dir = tmp_path / "run"
+    try:
+        for start in (True, False):  # run, then resume: nothing is left to do
+            session = TrainSession.start(settings, run_dir) if start else TrainSession.resume(run_dir)
+            try:
+                summary = session.run()
+            finally:
+                session.close()
+            assert summary["complete"], summary["stopped"]
+    finally:
+        server.close()
+    events = journal_sound(run_dir)
+    inner, designs = trials(events), trials(events, "mechanism")
+    assert len(inner) == 1 + 4 * 2 and len(designs) == 2
+    assert designs[1].status is Status.CRASH and "detached during the cycle" in designs[1].error
+    detached = [e for e in events if e["type"] == "mechanism_detached" and e["loop"] == "inner"]
+    assert len(detached) == 1 and detached[0]["hook"] == hook and evidence in detached[0]["reason"]
+    assert all(r.metrics.get("val_bpb") != 0.0 for r in inner), "a mechanism rewrote a journaled metric"
+    assert len(executions(plan.ledger)) == len(ran(inner))
+    assert [e["type"] for e in events].count("run_resumed") == 1
