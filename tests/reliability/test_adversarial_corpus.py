@@ -40,7 +40,7 @@ def test_the_corpus_is_large_and_covers_both_layers():
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
 def test_every_adversarial_source_is_stopped_by_the_stage_and_rule_it_names(path: Path, tmp_path: Path):
     stage, rule = expectation(path)
-    loader = MechanismLoader(tmp_path, check_timeout_s=3.0)
+    loader = MechanismLoader(tmp_path, check_timeout_s=2.0)
     modules_before = set(sys.modules)
     with pytest.raises(MechanismError) as info:
         loader.load(path.read_text())
