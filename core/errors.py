@@ -53,8 +53,18 @@ class ReplayMissError(ProviderError):
     """Provider ``replay`` was asked something its cassette does not hold."""
 
 
-class BudgetExceeded(BilevelError):
+class RunStopped(BilevelError):
+    """A clean stop: the iteration in flight is left unrecorded, the state is saved, and ``resume``
+    continues the run. Sessions catch this family, finalize, and exit normally."""
+
+
+class BudgetExceeded(RunStopped):
     """The run's LLM budget (cost or calls) is spent; the loop stops cleanly with its state saved."""
+
+
+class ProviderOutage(RunStopped):
+    """The provider failed several iterations in a row (after retries): stop rather than spend the
+    trial budget on an outage; ``resume`` continues when the provider is back."""
 
 
 class MechanismError(BilevelError):

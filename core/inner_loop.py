@@ -6,7 +6,7 @@ So a mechanism written for Level 1 — a tabu list, a bandit — can be attached
 
 Every iteration ends in exactly one journaled :class:`TrialRecord`, whatever failed on the way: the
 record is built and written after any ordinary exception (status CRASH, with the traceback tail).
-Only a stop request (:class:`BudgetExceeded`, Ctrl-C, SIGTERM) or a run directory that can no longer
+Only a stop request (:class:`RunStopped`: a spent budget or a provider outage; Ctrl-C, SIGTERM) or a run directory that can no longer
 be written (:class:`~core.errors.RunDirError`: a full or read-only disk) leaves the iteration unrecorded; its
 candidate was journaled as ``proposal`` before executing, and ``resume`` re-executes that same
 candidate, so no finished trial is lost and none is run twice.
@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.deadline import call_with_deadline
-from core.errors import BudgetExceeded, HookTimeout, MechanismError, RunDirError
+from core.errors import (
+    HookTimeout,
+    MechanismError,
+    ProviderError,
+    ProviderOutage,
+    ReplayMissError,
+    RunDirError,
+    RunStopped,
+    StructuredOutputError,
+)
 from core.mechanism import HOOKS, Mechanism
 from core.plugins import Decider, Evaluator, ExecContext, Executor, Proposer, StrictImprovement
 from core.records import (
@@ -98,6 +107,7 @@ class InnerLoopController:
         hook_timeout_s: float = 5.0,
         seed: int = 0,
         lessons: Callable[[tuple[TrialRecord, ...]], Iterable[str]] | None = None,
+        max_provider_failures: int = 3,
     ) -> None:
         if max_reasks < 0:
             raise ValueError("max_reasks must be >= 0")
@@ -112,6 +122,7 @@ class InnerLoopController:
         self.hook_timeout_s = hook_timeout_s
         self.seed = seed
         self.lessons = lessons
+        self.max_provider_failures = max_provider_failures
         self.search: dict[str, Any] = {}
         self.outer_guidance = Guidance()
         self.mechanisms: list[AttachedMechanism] = []
@@ -300,7 +311,7 @@ class InnerLoopController:
                     "hook_calls": {k: dict(v) for k, v in self._calls.items()},
                 }, fsync=False)  # losing it on a crash only means the candidate is proposed again
                 fields = self._execute_and_judge(proposal, ctx, iteration, cycle, parent)
-        except (BudgetExceeded, KeyboardInterrupt, SystemExit) as exc:
+        except (RunStopped, KeyboardInterrupt, SystemExit) as exc:
             self.run.journal.append({"type": "stopped", "loop": self.loop, "iteration": iteration,
                                      "reason": f"{type(exc).__name__}: {exc}"})
             raise
@@ -310,12 +321,27 @@ class InnerLoopController:
             log.warning("loop %s iteration %d crashed: %s", self.loop, iteration, exc)
             fields = {"status": Status.CRASH, "error": f"{type(exc).__name__}: {exc}",
                       "log_tail": tail(traceback.format_exc())}
+            if _is_outage(exc):
+                fields["info"] = {"provider_failure": True}
         record = TrialRecord(
             loop=self.loop, iteration=iteration, cycle=cycle, proposal=proposal, best_before=best_before,
             parent_artifact=parent, rejections=rejections, duration_s=round(time.monotonic() - started, 4),
             **fields,
         )
-        return self._finish(record)
+        record = self._finish(record)
+        self._stop_on_outage()
+        return record
+
+    def _stop_on_outage(self) -> None:
+        """After ``max_provider_failures`` iterations in a row lost to the provider, stop cleanly."""
+        n = self.max_provider_failures
+        recent = self.history[-n:] if n > 0 else []
+        if n > 0 and len(recent) == n and all(r.info.get("provider_failure") for r in recent):
+            reason = (f"the provider failed {n} iterations in a row (last: {recent[-1].error[:200]}); "
+                      "the run is stopped with its state saved: `resume` it when the provider is back")
+            self.run.journal.append({"type": "stopped", "loop": self.loop, "iteration": len(self.history),
+                                     "reason": f"ProviderOutage: {reason}"})
+            raise ProviderOutage(reason)
 
     def _execute_and_judge(self, proposal: Proposal, ctx: ProposalContext, iteration: int, cycle: int,
                            parent: str | None) -> dict[str, Any]:
@@ -393,6 +419,11 @@ class InnerLoopController:
             if on_record:
                 on_record(record)
         return self.records(cycle)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A provider that could not be reached or refused service (not one that answered badly)."""
+    return isinstance(exc, ProviderError) and not isinstance(exc, (StructuredOutputError, ReplayMissError))
 
 
 def hook_call_totals(records: Iterable[TrialRecord]) -> dict[str, dict[str, int]]:

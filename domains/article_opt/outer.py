@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import BudgetExceeded
+from core.errors import RunStopped
 from core.records import Status, TrialRecord
 from core.state import Journal
 from domains.article_opt.prompts import bullet, render
@@ -168,7 +168,7 @@ class OuterAnalyzer:
                 patch = self.llm.structured(purpose=OUTER_PURPOSE, schema=OuterPatch, messages=messages,
                                             context={**context, "retry_error": error})
                 overrides = self._validate(patch, context["stages"])
-            except BudgetExceeded:
+            except RunStopped:
                 raise
             except Exception as exc:  # a bad patch never stops the run: the previous overrides stay
                 error = f"{type(exc).__name__}: {exc}"[:400]

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import BudgetExceeded, ConfigError, MechanismError, UserError
+from core.errors import ConfigError, MechanismError, RunStopped, UserError
 from core.inner_loop import InnerLoopController
 from core.llm_client import Budget, UsageLedger, make_client
 from core.loader import MechanismLoader
@@ -291,7 +291,7 @@ class ArticleSession:
                     if self.on_patch is not None:
                         self.on_patch(self.rundir.journal.last("outer_patch", cycle=cycle)
                                       or self.rundir.journal.last("outer_rejected", cycle=cycle) or {})
-        except BudgetExceeded as exc:
+        except RunStopped as exc:
             stopped = str(exc)
         return self.finalize(stopped)
 

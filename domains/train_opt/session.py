@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import BudgetExceeded, ConfigError, UserError
+from core.errors import ConfigError, RunStopped, UserError
 from core.inner_loop import InnerLoopController, hook_call_totals
 from core.llm_client import Budget, UsageLedger, make_client
 from core.loader import MechanismLoader
@@ -73,6 +73,7 @@ class RunSettings(BaseModel):
     noise_floor: float | None = Field(default=None, ge=0)
     wall_time_s: float | None = Field(default=None, gt=0)
     hook_timeout_s: float = Field(default=5.0, gt=0)
+    max_provider_failures: int = Field(default=3, ge=0)  # iterations lost to the provider in a row before a clean stop (0 = never)
     threads: int | None = Field(default=None, ge=1)
     record_cassette: bool = False
 
@@ -162,6 +163,7 @@ class TrainSession:
                                                          original=self.original, specs=self.specs),
             executor=executor, evaluator=MetricEvaluator(metric="val_bpb"), decider=decider, direction="minimize",
             seed=settings.seed, hook_timeout_s=settings.hook_timeout_s, lessons=lessons,
+            max_provider_failures=settings.max_provider_failures,
         )
         editable = [n for n, s in self.specs.items() if s.editable]
         if not editable:
@@ -271,7 +273,7 @@ class TrainSession:
                                                config=current_config(self.rundir.journal, self.initial_config),
                                                history=self.inner.history, cycle=cycle)
                     self.inner.search = config.model_dump(mode="json")
-        except BudgetExceeded as exc:
+        except RunStopped as exc:
             stopped = str(exc)
         summary = self.finalize(stopped)
         return summary

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from core.deadline import call_with_deadline
-from core.errors import BudgetExceeded, HookTimeout
+from core.errors import HookTimeout, RunStopped
 from domains.article_opt.pipeline.contract import Findings, Stage, StageContext
 from domains.article_opt.prompts import render
 
@@ -185,7 +185,7 @@ class Pipeline:
                 if not isinstance(out, expected):
                     raise TypeError(f"run() returned {type(out).__name__}, expected {expected.__name__}")
                 return out.model_dump(mode="json")
-            except (BudgetExceeded, KeyboardInterrupt, SystemExit):
+            except (RunStopped, KeyboardInterrupt, SystemExit):
                 raise
             except (Exception, HookTimeout) as exc:  # HookTimeout: a generated stage ran past its deadline
                 error = _short(f"{type(exc).__name__}: {exc}")
