@@ -31,6 +31,31 @@ from core.records import FilterVerdict, Guidance, Proposal, ProposalContext, Tri
 HOOKS: tuple[str, ...] = ("guidance", "propose", "filter", "decide", "observe")
 
 
+def merge_params(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` overridden by ``params``; an unknown name or a wrong type raises ``ValueError``.
+
+    Generated mechanisms keep their knobs in a module-level ``PARAMS`` dict and call this from
+    ``__init__``; it lives here so every template shares one copy."""
+    merged = dict(defaults)
+    for key, value in params.items():
+        if key not in defaults:
+            raise ValueError(f"unknown parameter {key!r}; expected one of {sorted(defaults)}")
+        default = defaults[key]
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(default, bool) and isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float))
+            value = float(value) if ok else value
+        elif isinstance(default, int):
+            ok = isinstance(value, int)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ValueError(f"parameter {key!r} must have the type of its default {default!r}, got {value!r}")
+        merged[key] = value
+    return merged
+
+
 class Mechanism:
     """Base class of every search mechanism (library or generated).
 

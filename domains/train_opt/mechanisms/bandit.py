@@ -25,7 +25,7 @@ allow-listed stdlib modules.
 import math
 from typing import Any
 
-from core.mechanism import Mechanism
+from core.mechanism import Mechanism, merge_params
 from core.records import Constraints, Guidance, Proposal, ProposalContext, TrialRecord
 
 PARAMS = {
@@ -39,27 +39,6 @@ PARAMS = {
 _DIRECTIONS = ("up", "down", "set")
 _REWARDS = ("keep", "improvement")
 
-
-def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
-    """PARAMS overridden by ``params``; an unknown name or a wrong type raises ``ValueError``."""
-    merged = dict(PARAMS)
-    for key, value in params.items():
-        if key not in PARAMS:
-            raise ValueError(f"unknown parameter {key!r}; expected one of {sorted(PARAMS)}")
-        default = PARAMS[key]
-        if isinstance(default, bool) or isinstance(value, bool):
-            ok = isinstance(default, bool) and isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float))
-            value = float(value) if ok else value
-        elif isinstance(default, int):
-            ok = isinstance(value, int)
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise ValueError(f"parameter {key!r} must have the type of its default {default!r}, got {value!r}")
-        merged[key] = value
-    return merged
 
 
 def _touched(proposal: Proposal) -> list[str]:
@@ -93,7 +72,7 @@ class BanditMechanism(Mechanism):
     description = "UCB1 over parameters: prefer the top_k arms by keep rate plus an exploration bonus."
 
     def __init__(self, **params: Any) -> None:
-        merged = _merge_params(params)
+        merged = merge_params(PARAMS, params)
         if merged["top_k"] < 1:
             raise ValueError("parameter 'top_k' must be >= 1")
         if merged["exploration"] < 0:

@@ -23,7 +23,7 @@ allow-listed stdlib modules.
 
 from typing import Any
 
-from core.mechanism import Mechanism
+from core.mechanism import Mechanism, merge_params
 from core.records import Constraints, Guidance, ProposalContext, Status, TrialRecord
 
 PARAMS = {
@@ -38,27 +38,6 @@ PARAMS = {
 
 
 
-def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
-    """PARAMS overridden by ``params``; an unknown name or a wrong type raises ``ValueError``."""
-    merged = dict(PARAMS)
-    for key, value in params.items():
-        if key not in PARAMS:
-            raise ValueError(f"unknown parameter {key!r}; expected one of {sorted(PARAMS)}")
-        default = PARAMS[key]
-        if isinstance(default, bool) or isinstance(value, bool):
-            ok = isinstance(default, bool) and isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float))
-            value = float(value) if ok else value
-        elif isinstance(default, int):
-            ok = isinstance(value, int)
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise ValueError(f"parameter {key!r} must have the type of its default {default!r}, got {value!r}")
-        merged[key] = value
-    return merged
-
 
 class StepSizeMechanism(Mechanism):
     """Shrinks the proposer's step after a run of failures and grows it after a keep."""
@@ -68,7 +47,7 @@ class StepSizeMechanism(Mechanism):
                    "optionally discard keeps whose gain is below `min_gain`.")
 
     def __init__(self, **params: Any) -> None:
-        merged = _merge_params(params)
+        merged = merge_params(PARAMS, params)
         if not 0 < merged["floor"] <= merged["start"] <= merged["cap"]:
             raise ValueError("parameters must satisfy 0 < floor <= start <= cap")
         if not 0 < merged["shrink"] < 1:

@@ -19,7 +19,7 @@ the result, so it imports only ``core.mechanism``, ``core.records`` and allow-li
 
 from typing import Any
 
-from core.mechanism import Mechanism
+from core.mechanism import Mechanism, merge_params
 from core.records import Constraints, FilterVerdict, Guidance, Proposal, ProposalContext, Status, TrialRecord
 
 PARAMS = {
@@ -37,27 +37,6 @@ _VERB = {
 }
 
 
-def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
-    """PARAMS overridden by ``params``; an unknown name or a wrong type raises ``ValueError``."""
-    merged = dict(PARAMS)
-    for key, value in params.items():
-        if key not in PARAMS:
-            raise ValueError(f"unknown parameter {key!r}; expected one of {sorted(PARAMS)}")
-        default = PARAMS[key]
-        if isinstance(default, bool) or isinstance(value, bool):
-            ok = isinstance(default, bool) and isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float))
-            value = float(value) if ok else value
-        elif isinstance(default, int):
-            ok = isinstance(value, int)
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise ValueError(f"parameter {key!r} must have the type of its default {default!r}, got {value!r}")
-        merged[key] = value
-    return merged
-
 
 def _region(proposal: Proposal) -> str:
     return proposal.region or proposal.key()
@@ -70,7 +49,7 @@ class TabuMechanism(Mechanism):
     description = "Tabu list over regions: a region whose last try was not kept is off-limits for `tenure` iterations."
 
     def __init__(self, **params: Any) -> None:
-        merged = _merge_params(params)
+        merged = merge_params(PARAMS, params)
         if merged["tenure"] < 1:
             raise ValueError("parameter 'tenure' must be >= 1")
         if merged["max_listed"] < 1:
