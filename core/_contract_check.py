@@ -1,26 +1,14 @@
-"""Child-process side of the mechanism contract check (stage 4 of :mod:`core.loader`).
+"""The contract check of generated code: run inside its sandboxed worker (:mod:`core._worker`).
 
-Run as ``python -s -B -m core._contract_check`` with a JSON request on stdin
-(``{"path", "module_name", "params", "memory_bytes", "context", "contract"}``). It caps its own
-address space, imports the mechanism file, finds the single public ``Mechanism`` subclass,
-instantiates it and calls every hook once on frozen probe records, checking each return type.
-A request with a ``contract`` (``{"base": "pkg.mod.Class", "check": "pkg.mod.function",
-"hooks": [...]}``) checks a domain's own plug-in type instead: the one public subclass of ``base``
-is instantiated and ``check(instance, context)`` is called; any exception fails the contract.
-It writes one
-JSON line to the *original* stdout, which it keeps on a private descriptor: the mechanism's own
-``print`` output goes to ``/dev/null``, so it can neither flood the parent nor forge the result.
-
-:func:`find_mechanism_class` and :func:`declared_name` are shared with the parent's import stage.
+Before the live instance is made, the worker instantiates a probe instance and calls every hook once
+on frozen probe records (the loop's current context when the caller gives one), checking each
+return type. A failure is a :class:`ContractFailure` with a rule the designer is told
+(``hook-raised: <hook>``, ``hook-return-type: <hook>``, ``contract: exactly one Mechanism
+subclass``, ``name-not-str``).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import json
-import os
-import sys
 import traceback
 from typing import Any
 
@@ -42,12 +30,6 @@ class ContractFailure(Exception):
         super().__init__(message)
         self.rule = rule
         self.tb = tb
-
-
-def import_dotted(path: str) -> Any:
-    """``"pkg.module.Attr"`` → the attribute (trusted project code named by the caller)."""
-    module_path, _, attr = path.rpartition(".")
-    return getattr(importlib.import_module(module_path), attr)
 
 
 def find_mechanism_class(module: Any, base: type = Mechanism) -> type:
@@ -142,85 +124,6 @@ def exercise_hooks(instance: Mechanism, context: dict | None) -> None:
             raise ContractFailure(f"hook-return-type: {hook}", "filter() returned a rewrite without a proposal")
 
 
-def check(request: dict) -> dict:
-    """Run the whole check in this process; return the result dict (never raises)."""
-    module_name = request["module_name"]
-    try:
-        try:
-            spec = importlib.util.spec_from_file_location(module_name, request["path"])
-            if spec is None or spec.loader is None:
-                raise ContractFailure("import-failed", f"cannot load {request['path']}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-        except ContractFailure:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - SystemExit at import is a failure too
-            raise ContractFailure("import-failed", f"import raised {_one_line(exc)}",
-                                  traceback.format_exc()) from None
-        contract = request.get("contract")
-        base = import_dotted(contract["base"]) if contract else Mechanism
-        hooks = tuple(contract.get("hooks", ())) if contract else HOOKS
-        cls = find_mechanism_class(module, base)
-        name = declared_name(cls, base)
-        try:
-            instance = cls(**(request.get("params") or {}))
-        except BaseException as exc:  # noqa: BLE001
-            raise ContractFailure("instantiate-failed", f"{cls.__name__}(**params) raised {_one_line(exc)}",
-                                  traceback.format_exc()) from None
-        if contract and contract.get("check"):
-            checker = import_dotted(contract["check"])
-            try:
-                checker(instance, request.get("context"))
-            except BaseException as exc:  # noqa: BLE001 - any escape is the generated code's failure
-                raise ContractFailure("check-failed", f"{contract['check']}() raised {_one_line(exc)}",
-                                      traceback.format_exc()) from None
-        elif not contract:
-            exercise_hooks(instance, request.get("context"))
-    except ContractFailure as failure:
-        return {"ok": False, "rule": failure.rule, "message": str(failure), "traceback": failure.tb[-TAIL_CHARS:],
-                "env_keys": sorted(os.environ)}
-    return {
-        "ok": True,
-        "class_name": cls.__name__,
-        "name": name,
-        "hooks_overridden": hooks_overridden(cls, base, hooks),
-        "env_keys": sorted(os.environ),
-    }
-
-
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return " ".join(text.split())[:300]
-
-
-def _limit_resources(memory_bytes: int | None) -> None:
-    try:
-        import resource
-    except ImportError:  # not POSIX: the timeout is the only guard
-        return
-    for limit, value in ((resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_CORE, 0)):
-        if value is None:
-            continue
-        try:
-            resource.setrlimit(limit, (value, value))
-        except (ValueError, OSError):
-            pass
-
-
-def main() -> int:
-    request = json.loads(sys.stdin.read())
-    _limit_resources(request.get("memory_bytes"))
-    result_fd = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    result = check(request)
-    data = (json.dumps(result) + "\n").encode()
-    while data:
-        data = data[os.write(result_fd, data):]
-    return 0
-
-
-if __name__ == "__main__":
-    # _exit: no interpreter teardown, so a mechanism's __del__ cannot run after the verdict.
-    os._exit(main())

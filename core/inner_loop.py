@@ -33,6 +33,7 @@ from core.errors import (
     RunStopped,
     StructuredOutputError,
 )
+from core.host import RemoteMechanism
 from core.mechanism import HOOKS, Mechanism
 from core.plugins import Decider, Evaluator, ExecContext, Executor, Proposer, StrictImprovement
 from core.records import (
@@ -68,6 +69,8 @@ def tail(text: str, n: int = TAIL_CHARS) -> str:
 
 
 def overridden_hooks(instance: Mechanism) -> tuple[str, ...]:
+    if isinstance(instance, RemoteMechanism):  # what the worker reported at load time
+        return instance.hooks
     cls = type(instance)
     return tuple(h for h in HOOKS if getattr(cls, h, None) is not getattr(Mechanism, h))
 
@@ -174,10 +177,14 @@ class InnerLoopController:
             raise ValueError(f"a mechanism named {name!r} is already attached to loop {self.loop!r}")
         attached = AttachedMechanism(name=name, instance=mechanism, origin=origin, digest=digest,
                                      hooks=overridden_hooks(mechanism))
+        if isinstance(mechanism, RemoteMechanism):
+            mechanism.timeout_s = self.hook_timeout_s  # enforced from outside, by killing its worker
         if replay and self.history:
             try:
-                call_with_deadline(lambda: mechanism.replay(tuple(self.history)), timeout_s=self.hook_timeout_s)
+                self._deadlined(mechanism, lambda: mechanism.replay(tuple(self.history)))
             except (Exception, HookTimeout, SystemExit, GeneratorExit) as exc:
+                if isinstance(mechanism, RemoteMechanism):
+                    mechanism.close()
                 raise MechanismError(f"mechanism {name!r} failed to replay the history: {type(exc).__name__}: {exc}",
                                      stage="replay", traceback_tail=tail(traceback.format_exc())) from exc
         self.mechanisms.append(attached)
@@ -189,6 +196,8 @@ class InnerLoopController:
         for attached in list(self.mechanisms):
             if attached.name == name:
                 self.mechanisms.remove(attached)
+                if isinstance(attached.instance, RemoteMechanism):
+                    attached.instance.close()  # revert = kill: nothing of it keeps running
                 if journal:
                     self.run.journal.append({
                         "type": "mechanism_detached", "loop": self.loop, "iteration": len(self.history),
@@ -205,7 +214,7 @@ class InnerLoopController:
         attached.calls[hook] += 1
         try:
             # the lookup runs under the deadline too: a hook may be a property that never returns
-            out = call_with_deadline(lambda: getattr(attached.instance, hook)(*args), timeout_s=self.hook_timeout_s)
+            out = self._deadlined(attached.instance, lambda: getattr(attached.instance, hook)(*args))
             expected = _HOOK_TYPES[hook]
             if out is not None and hook != "observe" and not isinstance(out, expected):
                 raise TypeError(f"hook {hook} returned {type(out).__name__}, expected {expected[0].__name__} or None")
@@ -215,6 +224,13 @@ class InnerLoopController:
             self.detach(attached.name, reason=reason, hook=hook, traceback_tail=tail(traceback.format_exc()))
             return False, None
         return True, out
+
+    def _deadlined(self, instance: Mechanism, call: Callable[[], Any]) -> Any:
+        """A generated mechanism's worker is timed (and killed) by its proxy; a library mechanism
+        runs here under the in-process deadline."""
+        if isinstance(instance, RemoteMechanism):
+            return call()
+        return call_with_deadline(call, timeout_s=self.hook_timeout_s)
 
     def _hook(self, hook: str, *args: Any) -> Iterator[tuple[AttachedMechanism, Any]]:
         """Call ``hook`` on each attached mechanism that implements it, lazily: a caller that stops
@@ -256,7 +272,9 @@ class InnerLoopController:
             candidate = None
             for attached, out in self._hook("propose", asked):
                 if out is not None:
-                    candidate = out if out.origin != "proposer" else out.model_copy(update={"origin": attached.name})
+                    # bookkeeping is the controller's: no mechanism may pass its candidate off as the baseline
+                    keep_origin = out.origin not in ("proposer", "baseline")
+                    candidate = out if keep_origin else out.model_copy(update={"origin": attached.name})
                     break
             if candidate is None:
                 candidate = self.proposer.propose(asked)
@@ -272,7 +290,10 @@ class InnerLoopController:
                     rejected = f"{attached.name}: {verdict.reason or 'rejected'}"
                     break
                 if verdict.proposal is not None:
-                    candidate = verdict.proposal
+                    rewritten = verdict.proposal
+                    if rewritten.origin == "baseline":
+                        rewritten = rewritten.model_copy(update={"origin": attached.name})
+                    candidate = rewritten
             if rejected is None:
                 return candidate, tuple(feedback)
             feedback.append(rejected)

@@ -1,33 +1,31 @@
-"""Staged hot-loading of generated mechanism source into the running loop.
+"""Staged loading of generated source into a sandboxed worker attached to the running loop.
 
-Level 2 writes Python source implementing :class:`core.mechanism.Mechanism`;
-:meth:`MechanismLoader.load` takes it through six stages and raises
+Level 2 writes Python source implementing :class:`core.mechanism.Mechanism` (or a domain's own
+plug-in kind); :meth:`MechanismLoader.load` takes it through these stages and raises
 :class:`~core.errors.MechanismError` (``stage`` set, ``traceback_tail`` where there was one) at the
-first that fails, so the caller can journal the failure and keep its parent mechanism set:
+first that fails, so the caller can journal the failure, feed it back to the designer and keep its
+parent mechanism set:
 
 1. ``write``       ``<run_dir>/mechanisms/<sha256[:16]>.py``, atomically (temp file + ``os.replace``);
                    an identical file already there is reused.
 2. ``parse``       ``ast.parse`` + compile; the message carries the line number.
-3. ``policy``      the AST policy of :mod:`core.policy` (:class:`~core.errors.PolicyViolation`).
-4. ``contract``    a child process (``python -s -B -m core._contract_check``) in its own process
-                   group, with an environment built from scratch (no API keys), a capped address
-                   space and a timeout (the group is killed on overrun). It imports the file, finds
-                   the one Mechanism subclass, instantiates it and calls every hook once, checking
-                   return types.
-5. ``import``      ``importlib`` under a fresh module name ``bilevel_mech_<hash>_<n>``; ``sys.path``
-                   is never touched and no name is reused.
-6. ``instantiate`` ``cls(**params)`` in this process.
+3. ``policy``      the AST policy of :mod:`core.policy`: a fast lint whose message tells the designer
+                   early what will not work. It is **not** the security boundary.
+4. ``import`` / ``contract`` / ``instantiate``: a new worker process (:mod:`core.host`) inside the
+                   OS sandbox of :mod:`core.sandbox` compiles the source, instantiates a probe
+                   instance and exercises it (every hook once, or the kind's check function), then
+                   instantiates the live instance — all under one deadline, with the worker killed on
+                   overrun. The check and the live load are the same process and the same module name.
 
-The contract check proves the module's top level terminates within the timeout *once*; the
-in-process import (stage 5) runs the same code again without a deadline, so top-level code that
-terminates only sometimes can still stall it. Hooks run later under the controller's deadlines.
+The controller never imports generated code: :attr:`LoadedMechanism.instance` is a proxy whose
+methods are JSON calls to the worker, with deadlines enforced from outside and every reply rebuilt
+as fresh, validated records. Unloading (a revert) kills the worker.
 
-Library mechanisms (trusted code shipped in the package) skip all this:
-:func:`load_library_mechanism`.
+Library mechanisms (trusted code shipped in the package) run in-process: :func:`load_library_mechanism`.
 
-The same stages load a domain's own plug-in type: pass a :class:`LoadContract` naming its base
-class, the project modules generated code may import, and a check function the child process
-calls on the instance (e.g. article_opt's pipeline stages). The default contract is the Level-2
+A domain's own plug-in kind: pass a :class:`LoadContract` naming its base class, the project
+modules generated code may import, a check function, the worker-side ``serve`` function and the
+controller-side proxy factory (e.g. article_opt's pipeline stages). The default is the Level-2
 mechanism protocol.
 """
 
@@ -35,26 +33,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
-import itertools
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import core
-from core._contract_check import ContractFailure, declared_name, find_mechanism_class
-from core._contract_check import hooks_overridden as overridden_hooks
+from core import sandbox
 from core.errors import ConfigError, MechanismError
+from core.host import RemoteMechanism, Worker, WorkerKind
 from core.mechanism import HOOKS, Mechanism
 from core.policy import DEFAULT_ALLOWED, MECHANISM_PATH, PROJECT_ALLOWED, STDLIB_ALLOWED, check_policy
 from core.records import ProposalContext
@@ -62,26 +53,26 @@ from core.records import ProposalContext
 __all__ = [
     "DEFAULT_ALLOWED",
     "MECHANISM_CONTRACT",
-    "ContractReport",
     "LoadContract",
     "LoadedMechanism",
     "MechanismLoader",
     "check_policy",
-    "child_environment",
     "load_library_mechanism",
-    "run_contract_check",
+    "mechanism_proxy",
 ]
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(core.__file__).resolve().parent.parent
 MECHANISM_DIR = "mechanisms"
 TAIL_CHARS = 2000
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
-CHILD_ENV_KEYS = ("PATH", "HOME", "LANG", "PYTHONHASHSEED", "PYTHONPATH")
 
-_module_counter = itertools.count(1)
-_counter_lock = threading.Lock()
+
+def mechanism_proxy(worker: Worker, info: dict[str, Any]) -> RemoteMechanism:
+    proxy = RemoteMechanism(worker, name=str(info["name"])[:100], hooks=tuple(info.get("hooks", ())))
+    params = info.get("params")
+    proxy.params = params if isinstance(params, dict) and len(json.dumps(params)) <= 10_000 else {}
+    return proxy
 
 
 @dataclass(frozen=True)
@@ -90,27 +81,29 @@ class LoadContract:
 
     ``base``: dotted path of the class the source subclasses exactly once. ``project_modules``: the
     project modules it may import (besides the standard-library allow-list). ``check``: dotted
-    path of ``check(instance, context) -> Any`` that the contract child calls, raising on a broken
-    contract; ``None`` exercises the mechanism hooks. ``hooks``: the methods reported as overridden.
+    path of ``check(instance, context) -> Any`` that the worker calls on a probe instance, raising on
+    a broken contract; ``None`` exercises the mechanism hooks. ``hooks``: the methods reported as
+    overridden. ``serve``: dotted worker-side ``serve(instance, message, callback)``; ``proxy``:
+    dotted controller-side ``proxy(worker, info)`` building the object the caller gets.
     """
 
     base: str = MECHANISM_PATH
     project_modules: frozenset[str] = PROJECT_ALLOWED
     check: str | None = None
     hooks: tuple[str, ...] = HOOKS
+    serve: str = "core._worker.serve_mechanism"
+    proxy: str = "core.loader.mechanism_proxy"
 
     @property
     def is_mechanism(self) -> bool:
         return self.base == MECHANISM_PATH and self.check is None
 
-    def base_class(self) -> type:
-        module_path, _, attr = self.base.rpartition(".")
-        return getattr(importlib.import_module(module_path), attr)
+    def kind(self) -> WorkerKind:
+        return WorkerKind(base=self.base, check=self.check, serve=self.serve, hooks=self.hooks)
 
-    def request(self) -> dict[str, Any] | None:
-        if self.is_mechanism:
-            return None
-        return {"base": self.base, "check": self.check, "hooks": list(self.hooks)}
+    def make_proxy(self, worker: Worker, info: dict[str, Any]) -> Any:
+        module_path, _, attr = self.proxy.rpartition(".")
+        return getattr(importlib.import_module(module_path), attr)(worker, info)
 
 
 MECHANISM_CONTRACT = LoadContract()
@@ -118,31 +111,21 @@ MECHANISM_CONTRACT = LoadContract()
 
 @dataclass(frozen=True)
 class LoadedMechanism:
-    """A generated mechanism that passed every stage and is ready to attach."""
+    """Generated source that passed every stage, running in its own sandboxed worker."""
 
     name: str
     class_name: str
     digest: str  # full sha256 of the source
     path: str  # relative to the run directory, e.g. "mechanisms/0123abcd4567ef89.py"
-    module_name: str
-    instance: Mechanism
+    instance: Any  # the proxy (a RemoteMechanism for the default contract)
     hooks_overridden: tuple[str, ...]
     load_seconds: float
-
-
-@dataclass(frozen=True)
-class ContractReport:
-    """What the contract-check child reported for a mechanism that passed."""
-
-    class_name: str
-    name: str
-    hooks_overridden: tuple[str, ...]
-    env_keys: tuple[str, ...]  # the child's environment variable names, to prove no secrets leak
-    seconds: float
+    worker_pid: int | None
+    sandbox: dict[str, str]  # each layer's state in the worker, e.g. {"landlock": "on (ABI 7: ...)"}
 
 
 class MechanismLoader:
-    """Loads generated mechanism source for one run directory. Thread-safe."""
+    """Loads generated source for one run directory, one sandboxed worker per load. Thread-safe."""
 
     def __init__(
         self,
@@ -152,6 +135,7 @@ class MechanismLoader:
         check_timeout_s: float = 10.0,
         check_memory_bytes: int | None = DEFAULT_MEMORY_BYTES,
         contract: LoadContract = MECHANISM_CONTRACT,
+        limits: sandbox.Limits | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.contract = contract
@@ -159,7 +143,7 @@ class MechanismLoader:
             allowed_imports = DEFAULT_ALLOWED if contract.is_mechanism else STDLIB_ALLOWED | contract.project_modules
         self.allowed_imports = frozenset(allowed_imports)
         self.check_timeout_s = check_timeout_s
-        self.check_memory_bytes = check_memory_bytes
+        self.limits = limits or sandbox.Limits(memory_bytes=check_memory_bytes or sandbox.Limits().memory_bytes)
 
     def load(
         self,
@@ -168,52 +152,41 @@ class MechanismLoader:
         params: dict[str, Any] | None = None,
         context: ProposalContext | dict[str, Any] | None = None,
     ) -> LoadedMechanism:
-        """Run all six stages; ``context`` (optional) is the probe the contract check calls the
-        hooks with — pass the loop's current context to check against real data (a plain dict
-        for a custom contract's check function)."""
+        """Run every stage; ``context`` (optional) is the probe the contract check calls the hooks
+        with — pass the loop's current context to check against real data (a plain dict for a
+        custom contract's check function)."""
         started = time.perf_counter()
-        params = dict(params or {})
         contract = self.contract
         path, digest = self._write(source)
         check_policy(source, allowed_imports=self.allowed_imports, base=contract.base,
-                     project_modules=contract.project_modules)  # parse + policy stages
-        module_name = _unique_module_name(digest)
-        run_contract_check(
-            path,
-            module_name=f"bilevel_mech_{digest[:16]}_check",
-            params=params,
-            timeout_s=self.check_timeout_s,
-            memory_bytes=self.check_memory_bytes,
-            context=context,
-            contract=contract,
-        )
-        module = _import_module(path, module_name)
-        base = contract.base_class()
+                     project_modules=contract.project_modules)  # parse + policy stages: a lint
+        relative = path.relative_to(self.run_dir).as_posix()
+        probe = context.model_dump(mode="json") if isinstance(context, ProposalContext) else context
+        worker = Worker(kind=contract.kind(), limits=self.limits)
+        info = worker.load(source, filename=relative, params=params, context=probe, timeout_s=self.check_timeout_s)
+        layers = {"environment": "on (built from scratch, python -I, empty temporary cwd)",
+                  "namespaces": "on (user, net, ipc, pid, mount)" if sandbox.namespaces_available() else "unavailable",
+                  **{str(k): str(v) for k, v in dict(info.get("sandbox") or {}).items()}}
         try:
-            cls = _stage("import", lambda: find_mechanism_class(module, base))
-            name = _stage("import", lambda: declared_name(cls, base))
-            instance = _stage("instantiate", lambda: cls(**params))
-        except MechanismError:
-            sys.modules.pop(module_name, None)
+            instance = contract.make_proxy(worker, info)
+        except BaseException:
+            worker.close()
             raise
         loaded = LoadedMechanism(
-            name=name,
-            class_name=cls.__name__,
-            digest=digest,
-            path=path.relative_to(self.run_dir).as_posix(),
-            module_name=module_name,
-            instance=instance,
-            hooks_overridden=tuple(overridden_hooks(cls, base, contract.hooks)),
-            load_seconds=time.perf_counter() - started,
+            name=str(info["name"])[:100], class_name=str(info["class_name"])[:100], digest=digest, path=relative,
+            instance=instance, hooks_overridden=tuple(str(h) for h in info.get("hooks", ()) if h in contract.hooks),
+            load_seconds=time.perf_counter() - started, worker_pid=worker.pid, sandbox=layers,
         )
-        logger.info("loaded mechanism %s (%s) from %s in %.2fs", name, cls.__name__, loaded.path,
-                    loaded.load_seconds)
+        logger.info("loaded %s (%s) from %s into worker %s in %.2fs", loaded.name, loaded.class_name, relative,
+                    worker.pid, loaded.load_seconds)
         return loaded
 
     def unload(self, loaded: LoadedMechanism) -> None:
-        """Forget the mechanism's module; the instance lives on only while someone holds it."""
-        if sys.modules.pop(loaded.module_name, None) is not None:
-            logger.info("unloaded mechanism %s (%s)", loaded.name, loaded.module_name)
+        """Revert: kill the worker. Nothing of the generated code keeps running."""
+        close = getattr(loaded.instance, "close", None)
+        if close is not None:
+            close()
+            logger.info("unloaded %s (worker %s killed)", loaded.name, loaded.worker_pid)
 
     def _write(self, source: str) -> tuple[Path, str]:
         data = source.encode("utf-8")
@@ -238,152 +211,6 @@ class MechanismLoader:
             raise MechanismError(f"write: cannot write {path}: {exc}", stage="write",
                                  traceback_tail=_tail()) from exc
         return path, digest
-
-
-def _unique_module_name(digest: str) -> str:
-    while True:
-        with _counter_lock:
-            name = f"bilevel_mech_{digest[:16]}_{next(_module_counter)}"
-        if name not in sys.modules:
-            return name
-
-
-def _import_module(path: Path, module_name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise MechanismError(f"import: cannot build an import spec for {path}", stage="import")
-    module = importlib.util.module_from_spec(spec)
-    # Registered so dataclasses / pydantic / typing can resolve the module by name; unload drops it.
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:
-        sys.modules.pop(module_name, None)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise MechanismError(f"import: {module_name} raised {_one_line(exc)}", stage="import",
-                             traceback_tail=_tail()) from exc
-    return module
-
-
-def _stage(stage: str, step: Any) -> Any:
-    try:
-        return step()
-    except ContractFailure as failure:
-        raise MechanismError(f"{stage}: {failure.rule}: {failure}", stage=stage, rule=failure.rule) from None
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # a SystemExit from generated code is its failure, not ours
-        raise MechanismError(f"{stage}: {_one_line(exc)}", stage=stage, traceback_tail=_tail()) from exc
-
-
-# -- stage 4: the contract check in a child process ---------------------------------------------
-
-
-def child_environment(home: Path) -> dict[str, str]:
-    """The child's whole environment: built from scratch, so no API key or token can leak in."""
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home),
-        "LANG": os.environ.get("LANG") or "C.UTF-8",
-        "PYTHONHASHSEED": "0",
-        "PYTHONPATH": str(PROJECT_ROOT),
-    }
-
-
-def run_contract_check(
-    path: Path,
-    *,
-    module_name: str,
-    params: dict[str, Any] | None = None,
-    timeout_s: float = 10.0,
-    memory_bytes: int | None = DEFAULT_MEMORY_BYTES,
-    context: ProposalContext | dict[str, Any] | None = None,
-    contract: LoadContract = MECHANISM_CONTRACT,
-) -> ContractReport:
-    """Import, instantiate and exercise the mechanism at ``path`` in a child process.
-
-    Raises :class:`MechanismError` with stage ``"contract"``; ``rule`` is ``"timeout"``,
-    ``"child-crashed"``, or the child's own rule (``import-failed``, ``instantiate-failed``,
-    ``hook-raised: <hook>``, ``hook-return-type: <hook>``, ``contract: exactly one Mechanism
-    subclass``, ``name-not-str``).
-    """
-    try:
-        request = json.dumps({
-            "path": str(Path(path).resolve()),
-            "module_name": module_name,
-            "params": params or {},
-            "memory_bytes": memory_bytes,
-            "context": context.model_dump(mode="json") if isinstance(context, ProposalContext) else context,
-            "contract": contract.request(),
-        })
-    except (TypeError, ValueError) as exc:
-        raise MechanismError(f"contract: params or context are not JSON-serialisable: {exc}",
-                             stage="contract", rule="params-not-json") from exc
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bilevel-contract-") as home:
-        # start_new_session: the child leads its own process group, so killpg reaches everything
-        # it started. Resource limits are set by the child itself before it imports the mechanism
-        # (preexec_fn is unsafe when this process runs threads, as the controller does).
-        proc = subprocess.Popen(
-            [sys.executable, "-s", "-B", "-m", "core._contract_check"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=PROJECT_ROOT,
-            env=child_environment(Path(home)),
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(request.encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise MechanismError(
-                f"contract: timeout: the check did not finish within {timeout_s:g} s (killed); "
-                "remove unbounded loops or heavy work from import time and hooks",
-                stage="contract", rule="timeout",
-            ) from None
-        finally:
-            if proc.poll() is None:  # an exception other than the timeout: never leave it running
-                _kill_group(proc)
-    seconds = time.perf_counter() - started
-    result = _parse_result(out)
-    if result is None or proc.returncode != 0:
-        raise MechanismError(
-            f"contract: child-crashed: exit status {proc.returncode} without a verdict",
-            stage="contract", rule="child-crashed",
-            traceback_tail=err.decode(errors="replace")[-TAIL_CHARS:],
-        )
-    if not result.get("ok"):
-        rule = str(result.get("rule", "unknown"))
-        raise MechanismError(f"contract: {rule}: {result.get('message', '')}", stage="contract",
-                             rule=rule, traceback_tail=str(result.get("traceback", ""))[-TAIL_CHARS:])
-    return ContractReport(
-        class_name=result["class_name"],
-        name=result["name"],
-        hooks_overridden=tuple(result["hooks_overridden"]),
-        env_keys=tuple(result["env_keys"]),
-        seconds=seconds,
-    )
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate()  # reap it and close the pipes
-
-
-def _parse_result(out: bytes) -> dict | None:
-    lines = out.decode(errors="replace").strip().splitlines()
-    if not lines:
-        return None
-    try:
-        result = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return None
-    return result if isinstance(result, dict) else None
 
 
 # -- library mechanisms ---------------------------------------------------------------------------

@@ -18,8 +18,12 @@ Hooks run under a deadline; a hook that raises, returns the wrong type or overru
 journaled with its traceback and the loop goes on with the parent mechanism set. Records and
 contexts passed in are frozen.
 
-Generated mechanisms import only ``core.mechanism`` and ``core.records`` from this project, plus a
-small standard-library allow-list (see :mod:`core.loader`).
+Library mechanisms (reviewed code in the package) run in the controller's process. Generated
+mechanisms never do: each runs in its own sandboxed worker (:mod:`core.host`), the controller holds a
+:class:`~core.host.RemoteMechanism` proxy with the same hooks, the worker gets copies of the records
+as JSON, and whatever a hook returns is rebuilt and validated by the controller, which alone sets
+bookkeeping fields such as ``Proposal.origin``. A generated mechanism imports only ``core.mechanism``
+and ``core.records`` from this project, plus a small standard-library allow-list (see :mod:`core.policy`).
 """
 
 from __future__ import annotations

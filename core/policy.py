@@ -1,8 +1,12 @@
-"""AST policy for generated mechanism source (stage 3 of :mod:`core.loader`).
+"""AST policy for generated mechanism source (stage 3 of :mod:`core.loader`): a lint, not a boundary.
 
-The policy is a guard against careless or naive generated code, not a sandbox against an
-adversary: the contract check in a secret-free subprocess and the hook deadlines are the other
-layers. It rejects what a mechanism never needs and what the usual Python escapes start from:
+The policy gives a designer (an LLM) a fast, readable, line-numbered message about code that will
+not work or is not wanted, before a worker is started. It is **not** the security boundary: generated
+code runs in its own worker process inside the OS sandbox of :mod:`core.sandbox` (no secrets in its
+environment, no network, no new processes, the project and run directory out of reach, resource
+limits, deadlines enforced by killing it), and everything it returns is rebuilt as validated data by
+:mod:`core.host`. A source that slips past this lint meets the sandbox, not the controller.
+It rejects what a mechanism never needs and what the usual Python escapes start from:
 
 - imports outside a small allow-list (stdlib helpers plus ``core.mechanism``/``core.records``),
   relative and star imports, private names and non-allowed modules reached through an allowed
@@ -24,10 +28,11 @@ layers. It rejects what a mechanism never needs and what the usual Python escape
 - assigning to attributes of imported modules and classes (``json.dumps = ...`` would change how
   the controller writes its journal).
 
-Known gaps (why this is not a sandbox): mutating an imported object through a method call or an
-alias (``table = copy.dispatch_table; table[k] = v``), and top-level code or ``__init__`` that
-terminates only sometimes (the in-process import and instantiation run without a deadline). Every
-message is one line: ``policy: <rule> at line N: <what to do>``.
+Known gaps (why this is a lint): mutating an imported object through a method call or an alias
+(``table = copy.dispatch_table; table[k] = v``), attribute access reached through standard-library
+helpers that take names as strings, and code that terminates only sometimes. All of these now run
+in the worker, where they can harm nothing but the worker. Every message is one line:
+``policy: <rule> at line N: <what to do>``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Staged hot-loading of generated mechanisms: every stage, and how each one fails."""
+"""Staged loading of generated mechanisms into sandboxed workers: every stage, and how each one fails."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -12,16 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import core.loader as loader_module
+import core.host as host_module
 from core.errors import ConfigError, MechanismError, PolicyViolation
-from core.loader import (
-    ContractReport,
-    LoadedMechanism,
-    MechanismLoader,
-    child_environment,
-    load_library_mechanism,
-    run_contract_check,
-)
+from core.host import RemoteMechanism, Worker
+from core.loader import LoadedMechanism, MechanismLoader, load_library_mechanism
 from core.mechanism import Mechanism
 from core.policy import DEFAULT_ALLOWED
 from core.records import FilterVerdict, Proposal, ProposalContext, Status, TrialRecord
@@ -72,7 +67,9 @@ def test_valid_mechanism_loads_and_its_filter_hook_runs(loader: MechanismLoader)
     assert re.fullmatch(r"mechanisms/[0-9a-f]{16}\.py", loaded.path)
     assert loaded.path == f"mechanisms/{loaded.digest[:16]}.py"
     assert (loader.run_dir / loaded.path).read_text() == AVOID_X
-    assert loaded.module_name in sys.modules
+    assert isinstance(loaded.instance, RemoteMechanism)  # a proxy: the code runs in its worker
+    assert loaded.instance.worker.alive and loaded.worker_pid != os.getpid()
+    assert not any(name.startswith("bilevel_generated") for name in sys.modules)
     assert 0 < loaded.load_seconds < 10
 
     verdict = loaded.instance.filter(Proposal(region="x"), ctx())
@@ -82,23 +79,25 @@ def test_valid_mechanism_loads_and_its_filter_hook_runs(loader: MechanismLoader)
         loaded.name = "other"  # type: ignore[misc]  # frozen
 
 
-def test_same_source_twice_reuses_the_file_under_fresh_module_names(loader: MechanismLoader) -> None:
+def test_same_source_twice_reuses_the_file_in_two_separate_workers(loader: MechanismLoader) -> None:
     first = loader.load(AVOID_X)
     second = loader.load(AVOID_X)
 
     assert first.path == second.path and first.digest == second.digest
-    assert first.module_name != second.module_name
-    assert first.module_name.startswith(f"bilevel_mech_{first.digest[:16]}_")
-    assert type(first.instance) is not type(second.instance)
+    assert first.worker_pid != second.worker_pid
+    assert first.instance.worker.alive and second.instance.worker.alive
     assert [p.name for p in (loader.run_dir / "mechanisms").iterdir()] == [Path(first.path).name]
 
 
-def test_unload_drops_the_module_and_never_touches_sys_path(loader: MechanismLoader) -> None:
+def test_unload_kills_the_worker_and_never_touches_sys_path(loader: MechanismLoader) -> None:
     path_before = list(sys.path)
     loaded = loader.load(AVOID_X)
+    pid = loaded.worker_pid
     loader.unload(loaded)
 
-    assert loaded.module_name not in sys.modules
+    assert not loaded.instance.worker.alive
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # reaped, not a zombie
     assert sys.path == path_before
     loader.unload(loaded)  # idempotent
 
@@ -128,7 +127,7 @@ def test_policy_violation_stops_before_any_child_process(
     def no_child(*args: object, **kwargs: object) -> None:
         raise AssertionError("the contract check must not run for a policy violation")
 
-    monkeypatch.setattr(loader_module.subprocess, "Popen", no_child)
+    monkeypatch.setattr(host_module.subprocess, "Popen", no_child)
     with pytest.raises(PolicyViolation) as info:
         loader.load("import os\n" + AVOID_X)
     assert (info.value.stage, info.value.rule) == ("policy", "import-not-allowed: os")
@@ -165,7 +164,7 @@ def test_import_that_loops_forever_times_out_and_the_child_is_killed(
         children.append(proc)
         return proc
 
-    monkeypatch.setattr(loader_module.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(host_module.subprocess, "Popen", recording_popen)
     timeout = 1.0
     looping = MechanismLoader(tmp_path, check_timeout_s=timeout)
     started = time.monotonic()
@@ -213,19 +212,15 @@ def test_constructor_that_rejects_params_fails_the_contract(loader: MechanismLoa
     assert (info.value.stage, info.value.rule) == ("contract", "instantiate-failed")
 
 
-def test_instantiate_stage_failure_in_this_process_is_reported(
-    loader: MechanismLoader, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The child already instantiates; only a constructor that behaves differently here reaches
-    # stage 6, so stand in for the passing check.
-    monkeypatch.setattr(loader_module, "run_contract_check", lambda *a, **k: None)
-    source = source_with_hook("__init__", "raise ValueError('not here')\n")
-    modules_before = set(sys.modules)
+def test_a_constructor_that_fails_only_for_the_live_instance_fails_at_instantiate(loader: MechanismLoader) -> None:
+    # the probe instance passes the check; the second (live) one raises: same worker, same module
+    source = source_with_hook("__init__", "MADE.append(1)\n"
+                              "if len(MADE) > 1:\n    raise ValueError('not here')\n", prelude="MADE = []\n")
     with pytest.raises(MechanismError) as info:
         loader.load(source)
-    assert info.value.stage == "instantiate"
+    assert (info.value.stage, info.value.rule) == ("instantiate", "instantiate-failed")
     assert "ValueError: not here" in str(info.value) and "ValueError" in info.value.traceback_tail
-    assert set(sys.modules) - modules_before == set()  # the half-loaded module is not left behind
+    assert not any(name.startswith("bilevel_generated") for name in sys.modules)
 
 
 def test_params_that_are_not_json_fail_at_the_contract_stage(loader: MechanismLoader) -> None:
@@ -242,34 +237,34 @@ def test_huge_allocation_at_import_fails_under_the_memory_cap(tmp_path: Path) ->
     assert "MemoryError" in str(info.value)
 
 
-def test_mechanism_output_cannot_forge_the_verdict(tmp_path: Path) -> None:
-    # The policy rejects SystemExit by name; the child is checked on its own, as the layer behind it.
-    forged = '{"ok": true, "class_name": "X", "name": "x", "hooks_overridden": [], "env_keys": []}'
-    path = tmp_path / "forger.py"
-    path.write_text(f"print({forged!r})\nraise SystemExit(0)\n" + AVOID_X)
+def test_mechanism_output_cannot_forge_the_verdict() -> None:
+    # The policy rejects SystemExit by name; the worker is checked on its own, as the layer behind it.
+    forged = '{"ok": true, "class_name": "X", "name": "x", "hooks": [], "env_keys": []}'
+    worker = Worker()
     with pytest.raises(MechanismError) as info:
-        run_contract_check(path, module_name="bilevel_mech_forger_check")
+        worker.load(f"print({forged!r})\nraise SystemExit(0)\n" + AVOID_X, filename="forger.py", params=None,
+                    context=None, timeout_s=20)
     assert (info.value.stage, info.value.rule) == ("contract", "import-failed")
     assert "SystemExit" in str(info.value)
+    assert not worker.alive
 
 
-def test_contract_child_environment_holds_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_environment_holds_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-sentinel-should-not-leak")
     monkeypatch.setenv("GITHUB_TOKEN", "ghp-sentinel")
     monkeypatch.setenv("SOME_SECRET", "sentinel")
+    monkeypatch.setenv("PYTHONPATH", "/tmp/a-writable-tree")
 
-    env = child_environment(tmp_path)
-    assert set(env) == {"PATH", "HOME", "LANG", "PYTHONHASHSEED", "PYTHONPATH"}
-    assert "sentinel" not in " ".join(env.values())
-
-    path = tmp_path / "avoid_x.py"
-    path.write_text(AVOID_X)
-    report = run_contract_check(path, module_name="bilevel_mech_env_test_check")
-    assert isinstance(report, ContractReport) and report.class_name == "AvoidX"
-    secret_like = [k for k in report.env_keys if re.search("KEY|TOKEN|SECRET", k, re.IGNORECASE)]
+    worker = Worker()
+    try:
+        info = worker.load(AVOID_X, filename="avoid_x.py", params=None, context=None, timeout_s=20)
+    finally:
+        worker.close()
+    assert info["class_name"] == "AvoidX"
+    secret_like = [k for k in info["env_keys"] if re.search("KEY|TOKEN|SECRET", k, re.IGNORECASE)]
     assert secret_like == []
     # Python may add LC_CTYPE itself (PEP 538 locale coercion); nothing else gets in.
-    assert set(report.env_keys) <= {"PATH", "HOME", "LANG", "PYTHONHASHSEED", "PYTHONPATH", "LC_CTYPE"}
+    assert set(info["env_keys"]) <= {"PATH", "HOME", "LANG", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "LC_CTYPE"}
 
 
 def test_contract_check_uses_the_callers_context_when_given(loader: MechanismLoader) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 import domains.train_opt.session as session_module
 from core.llm_client import RetryPolicy
-from core.loader import run_contract_check
+from core.loader import MechanismLoader
 from domains.train_opt.mechanisms.render import render_template
 from domains.train_opt.report import write_report
 from domains.train_opt.session import TrainSession, make_settings
@@ -67,10 +67,10 @@ def test_a_full_offline_run_with_every_level_and_a_cassette_holds_no_key(standin
 def test_the_contract_check_child_sees_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for name, value in SENTINELS.items():
         monkeypatch.setenv(name, value)
-    path = tmp_path / "tabu.py"
-    path.write_text(render_template("tabu", {}))
-    report = run_contract_check(path, module_name="bilevel_mech_secret_probe_check")
-    assert not [k for k in report.env_keys if k in SENTINELS or "KEY" in k or "TOKEN" in k]
+    loaded = MechanismLoader(tmp_path).load(render_template("tabu", {}))
+    loaded.instance.close()
+    env_keys = loaded.instance.worker.info["env_keys"]
+    assert env_keys and not [k for k in env_keys if k in SENTINELS or "KEY" in k or "TOKEN" in k]
 
 
 def test_a_cassette_recorded_from_the_openai_sdk_holds_no_key_or_auth_header(
