@@ -54,6 +54,8 @@ STAGE_CONTRACT = LoadContract(
     project_modules=frozenset({"domains.article_opt.pipeline.contract"}),
     check="domains.article_opt.pipeline.contract.contract_check",
     hooks=("run",),
+    serve="domains.article_opt.pipeline.remote.serve_stage",
+    proxy="domains.article_opt.pipeline.remote.stage_proxy",
 )
 NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 

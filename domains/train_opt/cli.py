@@ -116,13 +116,18 @@ def _final_table(summary: dict[str, Any]) -> None:
                   str(c["keep"]), str(c["discard"]), str(c["crash"] + c["fail"] + c["timeout"]))
     console.print(table)
     if summary["mechanisms"]:
-        mech = Table(title="Level 2 mechanisms (hot-loaded into the running inner loop)")
-        for col in ("cycle", "design", "verdict", "cycle gain", "parent gain", "hook calls"):
+        mech = Table(title="Level 2 mechanisms (each in its own sandboxed worker, attached to the running inner loop)")
+        for col in ("cycle", "design", "worker", "verdict", "cycle gain", "parent gain", "hook calls"):
             mech.add_column(col)
         for m in summary["mechanisms"]:
             calls = ", ".join(f"{h} {n}" for h, n in m["hook_calls"].items()) or "0"
-            mech.add_row(str(m["cycle"]), m["region"], m["verdict"], fmt(m["score"]), fmt(m["parent_score"]), calls)
+            worker = f"pid {m['worker_pid']}" if m.get("worker_pid") else "-"
+            mech.add_row(str(m["cycle"]), m["region"], worker, m["verdict"], fmt(m["score"]), fmt(m["parent_score"]),
+                         calls)
         console.print(mech)
+        layers = next((m["sandbox"] for m in summary["mechanisms"] if m.get("sandbox")), None)
+        if layers:
+            console.print("sandbox: " + "; ".join(f"{k} {v}" for k, v in layers.items()), markup=False)
 
 
 def _guard(fn: Any) -> Any:

@@ -143,11 +143,17 @@ class MechanismTrialExecutor(Executor):
                 return ExecutionResult(status="crash", log_tail=exc.traceback_tail or str(exc),
                                        detail={"error": f"{exc.stage}: {exc}", "stage": exc.stage, "rule": exc.rule})
             name = f"{loaded.name}#{ctx.iteration}"
-            self.inner.attach(loaded.instance, name=name, origin="generated", digest=loaded.digest)
+            try:
+                self.inner.attach(loaded.instance, name=name, origin="generated", digest=loaded.digest)
+            except (MechanismError, ValueError) as exc:
+                self.loader.unload(loaded)
+                return ExecutionResult(status="crash", log_tail=getattr(exc, "traceback_tail", "") or str(exc),
+                                       detail={"error": f"attach: {exc}", "stage": "attach"})
             self.attached[ctx.iteration] = name
             artifact = loaded.path
             detail = {"mechanism": name, "digest": loaded.digest, "hooks": list(loaded.hooks_overridden),
-                      "load_seconds": round(loaded.load_seconds, 3)}
+                      "load_seconds": round(loaded.load_seconds, 3), "worker_pid": loaded.worker_pid,
+                      "sandbox": loaded.sandbox}
         best_before = self._cycle_start_best(ctx.cycle)
         self.run_cycle(ctx.cycle)
         records = self.inner.records(ctx.cycle)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import ConfigError, RunStopped, UserError
+from core.errors import ConfigError, MechanismError, RunStopped, UserError
 from core.inner_loop import InnerLoopController, hook_call_totals
 from core.llm_client import Budget, UsageLedger, make_client
 from core.loader import MechanismLoader
@@ -232,10 +232,21 @@ class TrainSession:
         for record in self.level2.history if self.level2 else []:
             if record.status is not Status.KEEP or record.proposal is None or record.proposal.origin == "baseline":
                 continue
-            loaded = self.loader.load(self.rundir.abs(record.artifact).read_text(encoding="utf-8"))
-            name = f"{loaded.name}#{record.iteration}"
-            if name not in detached:
+            if any(record.info.get("mechanism") == n for n in detached):
+                continue  # reverted since it was kept: nothing to start
+            try:
+                loaded = self.loader.load(self.rundir.abs(record.artifact).read_text(encoding="utf-8"))
+                name = f"{loaded.name}#{record.iteration}"
                 self.inner.attach(loaded.instance, name=name, origin="generated", digest=loaded.digest)
+            except (OSError, MechanismError, ValueError) as exc:
+                # a kept mechanism that no longer loads (it hangs, or its file is gone) is detached and
+                # journaled; the run goes on with its parent mechanism set rather than hanging resume
+                name = str(record.info.get("mechanism") or record.artifact)
+                log.warning("could not restart kept mechanism %s: %s", name, exc)
+                self.rundir.journal.append({"type": "mechanism_detached", "loop": "inner",
+                                            "iteration": len(self.inner.history), "name": name, "hook": None,
+                                            "reason": f"reload on resume failed: {exc}"[:600],
+                                            "traceback_tail": getattr(exc, "traceback_tail", "")})
 
     # -- running ---------------------------------------------------------------------------------
     def _inner_cycle(self, cycle: int) -> None:
@@ -319,6 +330,7 @@ def summarize(run: RunDir, ledger: UsageLedger | None = None) -> dict[str, Any]:
             "verdict": "kept" if record.status is Status.KEEP else ("reverted" if record.status is Status.DISCARD else record.status.value),
             "score": record.score, "parent_score": previous_cycle_score(level2[:index]), "error": record.error,
             "name": name, "hook_calls": totals.get(name, {}) if name else {}, "source": record.artifact,
+            "worker_pid": record.info.get("worker_pid"), "sandbox": record.info.get("sandbox", {}),
         })
     usage: dict[str, Any] = {}
     calls = list(run.journal.events("llm_call"))

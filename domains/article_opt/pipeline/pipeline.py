@@ -30,6 +30,7 @@ from typing import Any, Literal
 from core.deadline import call_with_deadline
 from core.errors import HookTimeout, RunStopped
 from domains.article_opt.pipeline.contract import Findings, Stage, StageContext
+from domains.article_opt.pipeline.remote import RemoteStage
 from domains.article_opt.prompts import render
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ class Pipeline:
         if not isinstance(stage, Stage):
             raise TypeError(f"{type(stage).__name__} is not a Stage")
         name = type(stage).name
+        if isinstance(stage, RemoteStage):
+            stage.timeout_s = self.stage_timeout_s  # enforced by killing its worker
         if name in self.names:
             raise ValueError(f"a stage named {name!r} is already in the pipeline")
         if after not in self.names:
@@ -125,6 +128,7 @@ class Pipeline:
         if slot.origin == "shipped":
             raise ValueError(f"{name!r} is a shipped stage and cannot be removed")
         self.slots.remove(slot)
+        _close(slot.stage)
         log.info("pipeline: removed stage %s -> %s", name, self.names)
         return slot
 
@@ -177,7 +181,9 @@ class Pipeline:
             result.calls[name] += 1
             started = time.monotonic()
             try:
-                if slot.origin == "generated":
+                if isinstance(slot.stage, RemoteStage):  # generated code: in its sandboxed worker
+                    out = slot.stage.run(ctx)
+                elif slot.origin == "generated":
                     out = call_with_deadline(slot.stage.run, ctx, timeout_s=self.stage_timeout_s)
                 else:
                     out = slot.stage.run(ctx)
@@ -204,6 +210,7 @@ class Pipeline:
 
     def _eject(self, slot: Slot, error: str, tb: str, result: PassResult) -> None:
         self.slots.remove(slot)
+        _close(slot.stage)
         event = {"type": "stage_ejected", "stage": slot.name, "digest": slot.digest, "reason": error,
                  "traceback_tail": tb}
         result.ejected.append(event)
@@ -223,3 +230,9 @@ class Pipeline:
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event({**event, **self._tags})
+
+
+def _close(stage: Stage) -> None:
+    """A removed generated stage's worker is killed: nothing of it keeps running."""
+    if isinstance(stage, RemoteStage):
+        stage.close()
