@@ -218,7 +218,7 @@ class MechanismLoader:
 
 def load_library_mechanism(spec: str, params: dict[str, Any] | None = None) -> Mechanism:
     """Instantiate a trusted mechanism shipped with the package, e.g.
-    ``"domains.train_opt.mechanisms.tabu:TabuMechanism"``. No policy, no subprocess."""
+    ``"core.mechanisms.tabu:TabuMechanism"``. No policy, no subprocess."""
     module_path, sep, attr = spec.partition(":")
     if not sep or not module_path or not attr:
         raise ConfigError(f"mechanism spec {spec!r} must look like 'package.module:ClassName'")

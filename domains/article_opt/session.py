@@ -42,7 +42,7 @@ from domains.article_opt.mechanism_research import (
 from domains.article_opt.outer import OuterAnalyzer, current_overrides, dimension_summary
 from domains.article_opt.pipeline import build_pipeline
 from domains.article_opt.runner import ArticleState, PipelineExecutor, StageProposer
-from domains.train_opt.mechanisms.tabu import TabuMechanism
+from core.mechanisms.tabu import TabuMechanism
 
 log = logging.getLogger(__name__)
 Level = Literal["1", "1.5", "2"]

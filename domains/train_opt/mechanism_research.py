@@ -32,8 +32,8 @@ from core.inner_loop import InnerLoopController, hook_call_totals
 from core.loader import MechanismLoader
 from core.plugins import Decider, ExecContext, Executor, Proposer
 from core.records import ExecutionResult, Proposal, ProposalContext, Status, TrialRecord
-from domains.train_opt.mechanisms import TEMPLATES
-from domains.train_opt.mechanisms.render import render_template, template_source
+from core.mechanisms import TEMPLATES
+from core.mechanisms import render_template, template_source
 from domains.train_opt.offline import PURPOSE_DESIGN
 from domains.train_opt.trace import diagnose
 

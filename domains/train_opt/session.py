@@ -39,7 +39,7 @@ from domains.train_opt.mechanism_research import (
     PreviousCycleDecider,
     previous_cycle_score,
 )
-from domains.train_opt.mechanisms.tabu import TabuMechanism
+from core.mechanisms.tabu import TabuMechanism
 from domains.train_opt.outer import analyze_and_patch, current_config
 from domains.train_opt.runner import LLMProposer
 from domains.train_opt.trace import lessons

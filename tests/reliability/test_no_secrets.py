@@ -15,7 +15,7 @@ import pytest
 import domains.train_opt.session as session_module
 from core.llm_client import RetryPolicy
 from core.loader import MechanismLoader
-from domains.train_opt.mechanisms.render import render_template
+from core.mechanisms import render_template
 from domains.train_opt.report import write_report
 from domains.train_opt.session import TrainSession, make_settings
 from tests.reliability.conftest import cli_env, journal_sound, trials

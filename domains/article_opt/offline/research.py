@@ -84,7 +84,7 @@ def design_stage(request: Any) -> dict[str, Any]:
     if template is None:  # every template tried: a variant with a fresh name and a wider net
         template = "counter_argument"
         stage_name = f"counter_argument_{len(taken)}"
-        source = render_template(template, name=stage_name, class_name=f"CounterArgument{len(taken)}Stage", max_items=5)
+        source = render_template(template, name=stage_name, max_items=5)
     else:
         source = render_template(template)
     if after not in ctx.get("stages", []):

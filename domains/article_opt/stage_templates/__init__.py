@@ -1,14 +1,19 @@
-"""Source templates the offline stand-in stage designer fills in (``{{param}}`` placeholders).
+"""Stage templates the offline stand-in stage designer fills in.
 
-Each template is a complete generated stage against :mod:`domains.article_opt.pipeline.contract`.
-They are what provider ``offline`` answers to a stage-design request; a real model writes its own
-source against the same contract. Filled-in sources are written only to the run directory.
+Each template is a real, linted Python module: a complete generated stage against
+:mod:`domains.article_opt.pipeline.contract`, with its knobs (the stage's ``name``, ``max_items``,
+...) in a module-level ``PARAMS`` literal, rendered by :func:`core.templates.render` — the same
+function that renders the mechanism templates. They are what provider ``offline`` answers to a
+stage-design request; a real model writes its own source against the same contract. Rendered
+sources are written only to the run directory.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import Any
+
+from core import templates
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,18 +25,10 @@ TEMPLATES: dict[str, tuple[str, str, str, str]] = {
     "outline_checker": ("outline_checker", "OutlineCheckerStage", "clarity", "planning"),
     "consistency_check": ("consistency_check", "ConsistencyCheckStage", "internal_consistency", "planning"),
 }
-DEFAULT_PARAMS = {"max_items": 3, "min_fuzz": 2}
 
 
-def render(template: str, **params: object) -> str:
-    name, class_name, _, _ = TEMPLATES[template]
-    values = {**DEFAULT_PARAMS, "name": name, "class_name": class_name, **params}
-    text = (HERE / f"{template}.py.tmpl").read_text(encoding="utf-8")
-
-    def fill(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key not in values:
-            raise KeyError(f"template {template} needs parameter {key!r}")
-        return str(values[key])
-
-    return re.sub(r"\{\{(\w+)\}\}", fill, text)
+def render(template: str, **params: Any) -> str:
+    """The source of stage template ``template`` with ``params`` over its ``PARAMS`` defaults."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown stage template {template!r}; known: {', '.join(sorted(TEMPLATES))}")
+    return templates.render(HERE / f"{template}.py", params, name=template)

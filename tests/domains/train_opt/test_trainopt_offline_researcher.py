@@ -20,7 +20,7 @@ from domains.train_opt import offline
 from domains.train_opt import target as tgt
 from domains.train_opt.config import SearchConfig, initial_config
 from domains.train_opt.mechanism_research import DesignReply, template_menu
-from domains.train_opt.mechanisms import TEMPLATES
+from core.mechanisms import TEMPLATES
 from domains.train_opt.outer import analyze_and_patch
 from domains.train_opt.runner import ChangeReply, LLMProposer
 from domains.train_opt.trace import diagnose

@@ -1,36 +1,22 @@
-"""Render a template into generated mechanism source.
+"""Templates: real, linted Python modules whose knobs are a module-level ``PARAMS = {...}`` literal.
 
-The offline Level-2 designer does not write code from scratch: it picks a template from
-:data:`~domains.train_opt.mechanisms.TEMPLATES` and sets its parameters. The result is still
-*source*, and it goes through the same hot-loader (policy check, contract check, import) as code an
-LLM wrote, so the two paths cannot drift apart.
+Level 2's offline designers do not write code from scratch: they pick a template (a library
+mechanism in :mod:`core.mechanisms`, an article stage in ``domains/article_opt/stage_templates/``)
+and set its parameters with :func:`render`. The result is still *source*, and it goes through the
+same loader (policy lint, sandboxed worker, contract check) as code an LLM wrote, so the two paths
+cannot drift apart. A template is an ordinary module: it is imported, linted and tested as is.
 
-Only the values of the module-level ``PARAMS = {...}`` literal change. They are located with
-:mod:`ast` and replaced in place with ``repr`` of the new value, so the rest of the file (docstring,
-the inline comment on each knob) is kept byte for byte. Values are type-checked against the
-defaults: an ``int`` default takes an ``int``, a ``float`` default an ``int`` or a finite ``float``
-(rendered as a float), a ``bool`` only a ``bool``, a ``str`` only a ``str``.
+Only the values of ``PARAMS`` change. They are located with :mod:`ast` and replaced in place with
+``repr`` of the new value, so the rest of the file (docstring, the inline comment on each knob) is
+kept byte for byte. Values are type-checked against the defaults: an ``int`` default takes an
+``int``, a ``float`` default an ``int`` or a finite ``float`` (rendered as a float), a ``bool`` only
+a ``bool``, a ``str`` only a ``str``.
 """
 
 import ast
 import math
 from pathlib import Path
 from typing import Any
-
-from domains.train_opt.mechanisms import TEMPLATES
-
-_FOLDER = Path(__file__).parent
-
-
-def _info(name: str) -> dict[str, Any]:
-    if name not in TEMPLATES:
-        raise ValueError(f"unknown template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
-    return TEMPLATES[name]
-
-
-def template_source(name: str) -> str:
-    """The template module's source text, exactly as shipped."""
-    return (_FOLDER / _info(name)["module"]).read_text(encoding="utf-8")
 
 
 def _params_node(tree: ast.Module, name: str) -> ast.Dict:
@@ -54,13 +40,20 @@ def _checked(name: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def render_template(name: str, params: dict[str, Any] | None = None) -> str:
-    """The source of template ``name`` with ``params`` written over its ``PARAMS`` defaults.
+def declared_params(source: str, name: str = "template") -> dict[str, Any]:
+    """The ``PARAMS`` defaults a template declares."""
+    return ast.literal_eval(_params_node(ast.parse(source), name))
 
-    Raises ``ValueError`` (one line) for an unknown template, an unknown parameter or a value whose
-    type does not match the default's.
+
+def render(path: Path, params: dict[str, Any] | None = None, *, name: str | None = None) -> str:
+    """The source of the template module at ``path`` with ``params`` written over its ``PARAMS``.
+
+    Raises ``ValueError`` (one line) for a template without ``PARAMS``, an unknown parameter or a
+    value whose type does not match the default's. ``name`` is the template's name in messages.
     """
-    source = template_source(name)
+    path = Path(path)
+    name = name or path.stem
+    source = path.read_text(encoding="utf-8")
     node = _params_node(ast.parse(source), name)
     defaults = ast.literal_eval(node)
     params = dict(params or {})

@@ -9,11 +9,16 @@ import re
 
 from domains.article_opt.pipeline.contract import Finding, Findings, Stage, StageContext
 
+PARAMS = {
+    "name": "counter_argument",  # the stage's name in the pipeline (unique per run)
+    "max_items": 3,  # at most this many findings per pass
+}
+
 SWEEPING = re.compile(r"\b(almost every|every \w+ (?:that|who|which)|always|never|nobody|no one|the only|"
                       r"overwhelming|simply no|largely|without exception)\b", re.IGNORECASE)
 ANSWERED = re.compile(r"\b(objection|critics|skeptic|counter-example|that said|exceptions)\b", re.IGNORECASE)
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-MAX_ITEMS = {{max_items}}
+MAX_ITEMS = PARAMS["max_items"]
 # Several phrasings, picked per claim, so the answers do not read as one stock sentence.
 OBJECTIONS = (
     "A skeptic would ask for more than one example before accepting this.",
@@ -24,8 +29,8 @@ OBJECTIONS = (
 )
 
 
-class {{class_name}}(Stage):
-    name = "{{name}}"
+class CounterArgumentStage(Stage):
+    name = PARAMS["name"]
     description = "state the strongest objection to each sweeping claim"
     reads = ("article",)
 

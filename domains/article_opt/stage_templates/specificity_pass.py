@@ -9,18 +9,24 @@ import re
 
 from domains.article_opt.pipeline.contract import Finding, Findings, Stage, StageContext
 
+PARAMS = {
+    "name": "specificity_pass",  # the stage's name in the pipeline (unique per run)
+    "max_items": 3,  # at most this many findings per pass
+    "min_fuzz": 2,  # vague words a sentence needs before it is quoted
+}
+
 FUZZY = re.compile(
     r"\b(may|might|perhaps|probably|possibly|generally|likely|somewhat|various|a variety of|a range of|"
     r"things|certain|some people|some observers|it seems|in general|on the whole|can sometimes)\b",
     re.IGNORECASE,
 )
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-MIN_FUZZ = {{min_fuzz}}
-MAX_ITEMS = {{max_items}}
+MIN_FUZZ = PARAMS["min_fuzz"]
+MAX_ITEMS = PARAMS["max_items"]
 
 
-class {{class_name}}(Stage):
-    name = "{{name}}"
+class SpecificityPassStage(Stage):
+    name = PARAMS["name"]
     description = "quote vague, hedged sentences so the revision makes them concrete"
     reads = ("article",)
 

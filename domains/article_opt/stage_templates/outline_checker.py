@@ -10,6 +10,11 @@ import re
 
 from domains.article_opt.pipeline.contract import Finding, Findings, Stage, StageContext
 
+PARAMS = {
+    "name": "outline_checker",  # the stage's name in the pipeline (unique per run)
+    "max_items": 3,  # at most this many findings per pass
+}
+
 WORD = re.compile(r"[a-z]{4,}")
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
@@ -18,8 +23,8 @@ def _words(text: str) -> set:
     return {w.rstrip("s")[:5] for w in WORD.findall(text.lower())}
 
 
-class {{class_name}}(Stage):
-    name = "{{name}}"
+class OutlineCheckerStage(Stage):
+    name = PARAMS["name"]
     description = "make each section open with its point"
     reads = ("sections",)
 
@@ -37,4 +42,4 @@ class {{class_name}}(Stage):
             if best and topic & _words(best):
                 items.append(Finding(kind="structure", section=section.heading, quote=sentences[0],
                                      suggestion=best))
-        return Findings(items=items[:{{max_items}}], summary=f"{len(items)} sections do not open with their point")
+        return Findings(items=items[:PARAMS["max_items"]], summary=f"{len(items)} sections do not open with their point")

@@ -15,7 +15,7 @@ from core.mechanism import Mechanism
 from core.plugins import ExecContext, Executor, MetricEvaluator, Proposer
 from core.records import ExecutionResult, Proposal, ProposalContext, Status, TrialRecord
 from core.state import RunDir
-from domains.train_opt.mechanisms import (
+from core.mechanisms import (
     LIBRARY,
     TEMPLATES,
     BanditMechanism,
@@ -24,7 +24,7 @@ from domains.train_opt.mechanisms import (
     TabuMechanism,
     build,
 )
-from domains.train_opt.mechanisms.render import render_template, template_source
+from core.mechanisms import render_template, template_source
 
 NAMES = sorted(TEMPLATES)
 
@@ -311,7 +311,7 @@ def test_template_registry_describes_every_library_mechanism():
     assert {n: t["addresses"] for n, t in TEMPLATES.items()} == {
         "tabu": "repeats", "orthogonal": "narrow", "bandit": "plateau", "step_size": "crashes/overshoot"}
     for name, info in TEMPLATES.items():
-        module = importlib.import_module(f"domains.train_opt.mechanisms.{Path(info['module']).stem}")
+        module = importlib.import_module(f"core.mechanisms.{Path(info['module']).stem}")
         cls = vars(module)[info["class_name"]]
         assert cls is LIBRARY[name] and cls.name == name and info["description"] == cls.description
         assert info["params"] == module.PARAMS and info["hooks"]

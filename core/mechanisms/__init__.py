@@ -1,14 +1,16 @@
-"""The library of search mechanisms, and the templates Level 2 designs from.
+"""The library of generic search mechanisms, and the templates Level 2 designs from.
 
-Each module here plays three parts:
+They key only on what every domain's records carry (``Proposal.region``, ``changes``, statuses,
+scores), so any domain — and Level 2's own loop — attaches them unchanged. Each module plays three
+parts:
 
 1. an attachable library mechanism (``build("tabu", tenure=4)`` → attach it to any controller);
-2. a *template*: the offline Level-2 designer picks one by the diagnosis it ``addresses``, sets its
-   ``PARAMS`` with :func:`~domains.train_opt.mechanisms.render.render_template` and hot-loads the
-   rendered source like any generated mechanism;
-3. a worked example shown to an LLM designer (:func:`~domains.train_opt.mechanisms.render.template_source`).
+2. a *template*: an offline Level-2 designer picks one by the diagnosis it ``addresses``, sets its
+   ``PARAMS`` with :func:`render_template` and hot-loads the rendered source like any generated
+   mechanism;
+3. a worked example shown to an LLM designer (:func:`template_source`).
 
-So every template module obeys the generated-code policy: it imports only ``core.mechanism``,
+So every module here obeys the generated-code policy: it imports only ``core.mechanism``,
 ``core.records`` and allow-listed stdlib modules, defines exactly one public ``Mechanism`` subclass,
 and keeps its knobs in a module-level ``PARAMS`` dict literal.
 
@@ -18,14 +20,16 @@ against), ``diagnosis`` (the symptom in words), ``hooks`` (the hooks it override
 (the defaults, read from the module's ``PARAMS``).
 """
 
+from pathlib import Path
 from typing import Any
 
+from core import templates
 from core.mechanism import HOOKS, Mechanism
-from domains.train_opt.mechanisms import bandit, orthogonal, step_size, tabu
-from domains.train_opt.mechanisms.bandit import BanditMechanism
-from domains.train_opt.mechanisms.orthogonal import OrthogonalExplorationMechanism
-from domains.train_opt.mechanisms.step_size import StepSizeMechanism
-from domains.train_opt.mechanisms.tabu import TabuMechanism
+from core.mechanisms import bandit, orthogonal, step_size, tabu
+from core.mechanisms.bandit import BanditMechanism
+from core.mechanisms.orthogonal import OrthogonalExplorationMechanism
+from core.mechanisms.step_size import StepSizeMechanism
+from core.mechanisms.tabu import TabuMechanism
 
 __all__ = [
     "LIBRARY",
@@ -35,7 +39,11 @@ __all__ = [
     "StepSizeMechanism",
     "TabuMechanism",
     "build",
+    "render_template",
+    "template_source",
 ]
+
+_FOLDER = Path(__file__).parent
 
 LIBRARY: dict[str, type[Mechanism]] = {
     cls.name: cls
@@ -67,6 +75,22 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     }
     for name, (addresses, diagnosis) in _DIAGNOSES.items()
 }
+
+
+def _path(name: str) -> Path:
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
+    return _FOLDER / TEMPLATES[name]["module"]
+
+
+def template_source(name: str) -> str:
+    """The template module's source text, exactly as shipped."""
+    return _path(name).read_text(encoding="utf-8")
+
+
+def render_template(name: str, params: dict[str, Any] | None = None) -> str:
+    """The source of mechanism template ``name`` with ``params`` over its ``PARAMS`` defaults."""
+    return templates.render(_path(name), params, name=name)
 
 
 def build(name: str, **params: Any) -> Mechanism:

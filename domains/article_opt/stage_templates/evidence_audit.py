@@ -9,6 +9,11 @@ import re
 
 from domains.article_opt.pipeline.contract import Finding, Findings, Stage, StageContext
 
+PARAMS = {
+    "name": "evidence_audit",  # the stage's name in the pipeline (unique per run)
+    "max_items": 3,  # at most this many findings per pass
+}
+
 STRONG = re.compile(r"\b(every|always|never|nobody|no one|the only|overwhelming|must|clearly|simply)\b",
                     re.IGNORECASE)
 EVIDENCE = re.compile(r"\d|for example|for instance|measured|data|study|according to|cases described",
@@ -16,8 +21,8 @@ EVIDENCE = re.compile(r"\d|for example|for instance|measured|data|study|accordin
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
-class {{class_name}}(Stage):
-    name = "{{name}}"
+class EvidenceAuditStage(Stage):
+    name = PARAMS["name"]
     description = "list strong claims with no support"
     reads = ("article",)
 
@@ -25,7 +30,7 @@ class {{class_name}}(Stage):
         items = []
         for heading, paragraph in ctx.paragraphs():
             for sentence in SENTENCE.split(paragraph):
-                if STRONG.search(sentence) and not EVIDENCE.search(sentence) and len(items) < {{max_items}}:
+                if STRONG.search(sentence) and not EVIDENCE.search(sentence) and len(items) < PARAMS["max_items"]:
                     items.append(Finding(kind="unsupported", section=heading, quote=sentence,
                                          suggestion="narrow the claim to the cases the essay describes"))
         return Findings(items=items, summary=f"{len(items)} unsupported strong claims")
