@@ -8,7 +8,15 @@ context, a training budget of seconds rather than minutes, and the same `evaluat
 Environment:
     BILEVEL_DATA         a UTF-8 text file (gzipped if it ends in .gz), or a folder of .txt/.md
                          files, used instead of the bundled corpus
-    BILEVEL_TIME_BUDGET  seconds of training (default 15)
+    BILEVEL_FLOP_BUDGET  train for a fixed compute budget: this many training FLOPs (forward +
+                         backward), so a bigger model gets fewer optimizer steps and the learning-rate
+                         schedule runs by step fraction. Same train.py + same seed + same thread
+                         count => the same val_bpb, however loaded the machine is.
+    BILEVEL_TIME_BUDGET  train for this many wall-clock seconds instead (the autoresearch contract)
+    BILEVEL_SEED         the training seed (parameter init and data order); overrides train.py's SEED
+
+With neither budget set, training is fixed-compute on a CPU (DEFAULT_FLOP_BUDGET, about 15 s of
+training on 2 cores at the default configuration) and wall-clock (DEFAULT_TIME_BUDGET) on a GPU.
 
 `python prepare.py` prints what corpus would be used and how it splits.
 """
@@ -37,20 +45,56 @@ VAL_FRACTION = 0.1  # the last 10% of the corpus bytes, cut at a line break, is 
 DEFAULT_TIME_BUDGET = 15.0  # seconds; ~22 s per trial on 2 CPU cores with startup and evaluation
 
 
-def _time_budget() -> float:
-    raw = os.environ.get("BILEVEL_TIME_BUDGET", "").strip()
+DEFAULT_FLOP_BUDGET = 8e11  # training FLOPs; ~35 steps of the default model, ~15 s on 2 CPU cores
+
+
+def _positive_env(name: str, unit: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_TIME_BUDGET
+        return None
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"BILEVEL_TIME_BUDGET must be a number of seconds, got {raw!r}") from None
+        raise ValueError(f"{name} must be a number of {unit}, got {raw!r}") from None
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"BILEVEL_TIME_BUDGET must be positive, got {raw!r}")
+        raise ValueError(f"{name} must be positive, got {raw!r}")
     return value
 
 
-TIME_BUDGET = _time_budget()  # training time budget in seconds (wall clock, excludes startup/eval)
+def _budget() -> tuple[str, float, float | None]:
+    seconds = _positive_env("BILEVEL_TIME_BUDGET", "seconds")
+    flops = _positive_env("BILEVEL_FLOP_BUDGET", "FLOPs")
+    if seconds is not None and flops is not None:
+        raise ValueError("set BILEVEL_TIME_BUDGET or BILEVEL_FLOP_BUDGET, not both")
+    if flops is not None:
+        return "flops", DEFAULT_TIME_BUDGET, flops
+    if seconds is not None:
+        return "time", seconds, None
+    if torch.cuda.is_available():
+        return "time", DEFAULT_TIME_BUDGET, None
+    return "flops", DEFAULT_TIME_BUDGET, DEFAULT_FLOP_BUDGET
+
+
+# BUDGET_MODE "time": train for TIME_BUDGET wall-clock seconds (excludes startup/eval).
+# BUDGET_MODE "flops": train for FLOP_BUDGET training FLOPs (steps = budget / FLOPs per step).
+BUDGET_MODE, TIME_BUDGET, FLOP_BUDGET = _budget()
+
+
+def planned_steps(flops_per_token: float, tokens_per_step: int) -> int:
+    """Optimizer steps a fixed-compute run takes: at least one."""
+    return max(1, int(FLOP_BUDGET // (flops_per_token * tokens_per_step)))
+
+
+def training_seed(default: int) -> int:
+    """The seed a run trains with: ``BILEVEL_SEED`` when set (the loop's ``--seed``), else ``default``."""
+    raw = os.environ.get("BILEVEL_SEED", "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"BILEVEL_SEED must be an integer, got {raw!r}") from None
+
 
 BUNDLED_CORPUS = "shakespeare.txt.gz"
 
@@ -259,4 +303,5 @@ if __name__ == "__main__":
     train_tokens, val_tokens = load_tokens("train"), load_tokens("val")
     print(f"corpus: {origin}")
     print(f"bytes: {len(data):,} (train {train_tokens.numel():,}, val {val_tokens.numel():,})")
-    print(f"eval tokens: {eval_windows() * MAX_SEQ_LEN:,} | seq len: {MAX_SEQ_LEN} | budget: {TIME_BUDGET}s")
+    budget = f"{FLOP_BUDGET:.3g} FLOPs" if BUDGET_MODE == "flops" else f"{TIME_BUDGET}s"
+    print(f"eval tokens: {eval_windows() * MAX_SEQ_LEN:,} | seq len: {MAX_SEQ_LEN} | budget: {budget}")

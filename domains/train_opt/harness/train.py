@@ -1,5 +1,8 @@
 """
-A small GPT trained for a fixed wall-clock budget: the editable half of the bundled CPU harness.
+A small GPT trained for a fixed budget: the editable half of the bundled CPU harness.
+
+The budget is fixed compute (training FLOPs, so a bigger model gets fewer steps; deterministic for a
+given seed and thread count) or wall-clock seconds, as prepare.py says.
 
 Run from this folder with `python train.py`; the fixed data, budget and metric are in prepare.py,
 which Python finds because a script's own folder is the first entry of sys.path.
@@ -22,7 +25,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, load_corpus, make_dataloader  # noqa: E402
+from prepare import (  # noqa: E402
+    BUDGET_MODE,
+    FLOP_BUDGET,
+    MAX_SEQ_LEN,
+    TIME_BUDGET,
+    Tokenizer,
+    evaluate_bpb,
+    load_corpus,
+    make_dataloader,
+    planned_steps,
+    training_seed,
+)
 
 # ---------------------------------------------------------------------------
 # Hyperparameters (edit these directly, no CLI flags needed)
@@ -46,16 +60,17 @@ MATRIX_LR = 0.003  # AdamW learning rate of the attention and MLP weight matrice
 SCALAR_LR = 0.03  # AdamW learning rate of the per-layer residual mixing scalars
 WEIGHT_DECAY = 0.0  # AdamW decoupled weight decay, matrices only
 ADAM_BETAS = (0.9, 0.95)  # AdamW (beta1, beta2)
-WARMUP_RATIO = 0.0  # fraction of the time budget spent ramping the learning rate up from 0
-WARMDOWN_RATIO = 0.0  # fraction of the time budget at the end spent decaying it to FINAL_LR_FRAC
+WARMUP_RATIO = 0.0  # fraction of the budget spent ramping the learning rate up from 0
+WARMDOWN_RATIO = 0.0  # fraction of the budget at the end spent decaying it to FINAL_LR_FRAC
 FINAL_LR_FRAC = 0.0  # learning rate at the end of warmdown, as a fraction of the peak
-SEED = 42  # parameter init and data order
+SEED = 42  # parameter init and data order (BILEVEL_SEED in the environment overrides it)
 
 # ---------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------
 
-torch.manual_seed(SEED)
+RUN_SEED = training_seed(SEED)
+torch.manual_seed(RUN_SEED)
 torch.set_num_threads(int(os.environ.get("BILEVEL_THREADS") or os.cpu_count() or 1))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cuda":
@@ -86,7 +101,7 @@ def layer_windows() -> list[int]:
 
 
 def lr_multiplier(progress: float) -> float:
-    """Learning-rate scale at `progress` (fraction of the time budget used): warmup, flat, warmdown."""
+    """Learning-rate scale at `progress` (fraction of the budget used): warmup, flat, warmdown."""
     if progress < WARMUP_RATIO:
         return progress / WARMUP_RATIO
     if progress > 1.0 - WARMDOWN_RATIO:
@@ -229,7 +244,7 @@ def build_optimizer(model: GPT) -> torch.optim.Optimizer:
 
 
 # ---------------------------------------------------------------------------
-# Train for TIME_BUDGET seconds, then evaluate
+# Train for the budget (FLOP_BUDGET or TIME_BUDGET), then evaluate
 # ---------------------------------------------------------------------------
 
 accum = grad_accum_steps()
@@ -241,18 +256,25 @@ num_params = sum(p.numel() for p in model.parameters())
 compiled = DEVICE.type == "cuda" and os.environ.get("BILEVEL_COMPILE", "1") != "0"
 step_fn = torch.compile(model, dynamic=False) if compiled else model
 untimed_steps = 2 if compiled else 0
-loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device=DEVICE, seed=SEED)
+loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device=DEVICE, seed=RUN_SEED)
+steps_planned = planned_steps(model.flops_per_token(), TOTAL_BATCH_SIZE) if BUDGET_MODE == "flops" else 0
 print(f"corpus: {load_corpus()[1]}")
 print(f"device: {DEVICE.type} | threads: {torch.get_num_threads()} | params: {num_params / 1e6:.2f}M")
 print(f"width: {model_dim()} | depth: {DEPTH} | windows: {model.windows} | grad accum: {accum}")
-print(f"time budget: {TIME_BUDGET}s")
+if BUDGET_MODE == "flops":
+    print(f"budget: {FLOP_BUDGET:.3g} training FLOPs = {steps_planned} steps | seed: {RUN_SEED}")
+else:
+    print(f"time budget: {TIME_BUDGET}s | seed: {RUN_SEED}")
 
 step = 0
 training_time = 0.0
 smooth_loss = 0.0
 while True:
     t0 = time.time()
-    progress = min(training_time / TIME_BUDGET, 1.0)
+    if BUDGET_MODE == "flops":
+        progress = step / steps_planned
+    else:
+        progress = min(training_time / TIME_BUDGET, 1.0)
     lrm = lr_multiplier(progress)
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lrm
@@ -274,15 +296,18 @@ while True:
     step += 1
     smooth_loss = 0.9 * smooth_loss + 0.1 * loss_f
     debiased = smooth_loss / (1 - 0.9**step)
-    remaining = max(0.0, TIME_BUDGET - training_time)
+    if BUDGET_MODE == "flops":
+        remaining = f"{steps_planned - step} steps"
+    else:
+        remaining = f"{max(0.0, TIME_BUDGET - training_time):.0f}s"
     print(
         f"\rstep {step:05d} ({100 * progress:.1f}%) | loss: {debiased:.4f} | lrm: {lrm:.2f} | "
         f"dt: {1000 * dt:.0f}ms | tok/sec: {int(TOTAL_BATCH_SIZE / dt):,} | epoch: {epoch} | "
-        f"remaining: {remaining:.0f}s    ",
+        f"remaining: {remaining}    ",
         end="",
         flush=True,
     )
-    if training_time >= TIME_BUDGET:
+    if (step >= steps_planned) if BUDGET_MODE == "flops" else (training_time >= TIME_BUDGET):
         break
 print()
 
@@ -313,3 +338,5 @@ print(f"total_tokens_M: {total_tokens / 1e6:.3f}")
 print(f"num_steps: {step}")
 print(f"num_params_M: {num_params / 1e6:.3f}")
 print(f"depth: {DEPTH}")
+print(f"seed: {RUN_SEED}")
+print(f"budget_mode: {BUDGET_MODE}")
