@@ -18,6 +18,7 @@ from domains.article_opt.pipeline import Pipeline, SectionView, StageContext
 from domains.article_opt.pipeline.contract import Findings
 from domains.article_opt.pipeline.remote import RemoteStage
 
+
 @pytest.fixture(autouse=True)
 def no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loader_module, "check_policy", lambda *a, **k: None)  # the lint is not the boundary
