@@ -11,6 +11,12 @@ OpenAI-compatible base URL from ``OPENAI_COMPAT_BASE_URL``), ``ollama`` (compat 
 **stand-in researcher, not an LLM** (see :mod:`core.llm.offline`) — and ``replay``, which answers
 from a cassette recorded by ``record_to=``.
 
+Each model's :class:`~core.llm.registry.ModelTraits` — native structured output (OpenAI
+``response_format`` JSON schema, Anthropic tool use, a decoding grammar on Ollama / llama.cpp /
+vLLM, or the schema in the prompt), streaming, request timeout, token-limit parameter — come from
+the registry, the settings ``BILEVEL_REQUEST_TIMEOUT`` / ``BILEVEL_STRUCTURED_OUTPUT`` /
+``BILEVEL_STREAM`` and the arguments of :func:`make_client`, in rising order of precedence.
+
 User mistakes raise :class:`~core.errors.UserError` subclasses (bad id, missing key naming its
 variable); provider failures raise :class:`~core.errors.ProviderError` after retries (429, 5xx,
 timeouts, connection errors; other 4xx at once with a hint). A spent :class:`Budget` raises
@@ -37,11 +43,15 @@ from core.llm.offline import (
 )
 from core.llm.registry import (
     PROVIDERS,
+    STRUCTURED_MODES,
     ModelId,
+    ModelTraits,
     ProviderSpec,
     check_provider,
+    model_traits,
     resolve_endpoint,
     resolve_model_id,
+    resolve_traits,
     resolve_with_cassette,
 )
 from core.llm.retry import RetryPolicy
@@ -50,11 +60,13 @@ from core.llm.usage import DEFAULT_PRICES, Budget, CallRecord, PriceTable, Usage
 __all__ = [
     "DEFAULT_PRICES",
     "PROVIDERS",
+    "STRUCTURED_MODES",
     "Budget",
     "CallRecord",
     "LLMClient",
     "Message",
     "ModelId",
+    "ModelTraits",
     "OfflineHandler",
     "OfflineRequest",
     "PriceTable",
@@ -64,11 +76,13 @@ __all__ = [
     "UsageTotals",
     "check_provider",
     "make_client",
+    "model_traits",
     "offline_purposes",
     "read_cassette",
     "register_offline_handler",
     "request_hash",
     "resolve_model_id",
+    "resolve_traits",
     "unregister_offline_handler",
 ]
 
@@ -83,7 +97,7 @@ def make_client(
     seed: int = 0,
     record_to: str | os.PathLike[str] | None = None,
     cassette: str | os.PathLike[str] | None = None,
-    timeout_s: float = 60.0,
+    timeout_s: float | None = None,
     max_retries: int = 4,
     retry_base_delay_s: float = 0.5,
     retry: RetryPolicy | None = None,
@@ -91,6 +105,8 @@ def make_client(
     api_key: str | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     max_tokens: int | None = None,
+    structured_output: str | None = None,
+    stream: bool | None = None,
 ) -> LLMClient:
     """Build a client for ``provider`` (``"provider:model"`` or a bare name) and ``model``.
 
@@ -98,9 +114,18 @@ def make_client(
     offline stand-in; ``record_to`` appends every answered call to a cassette; ``cassette`` (or
     ``replay:PATH``) is what provider ``replay`` answers from. ``retry`` overrides ``max_retries``
     and ``retry_base_delay_s``. ``prices`` (USD per 1M input, output tokens) extend the defaults.
+
+    ``timeout_s`` (seconds; ``None`` = the ``BILEVEL_REQUEST_TIMEOUT`` setting, else the model's
+    default: 120 s hosted, 600 s for reasoning models, 900 s streamed for local servers) bounds a
+    whole non-streamed reply, or each wait for the next chunk of a streamed one.
+    ``structured_output`` (one of :data:`STRUCTURED_MODES`) and ``stream`` override the registry's
+    choice for the model.
     """
     model_id = resolve_with_cassette(provider, model, cassette)
     spec = model_id.spec
+    traits = resolve_traits(
+        model_id.provider, model_id.model, timeout_s=timeout_s, structured_output=structured_output, stream=stream
+    )
     backend: Backend
     if spec.wire == "offline":
         backend = OfflineBackend(seed=seed)
@@ -120,7 +145,7 @@ def make_client(
         else:
             from core.llm.backends import OpenAIChatBackend as backend_cls
         backend = backend_cls(
-            model_id=model_id, endpoint=endpoint, timeout_s=timeout_s, max_tokens=max_tokens
+            model_id=model_id, endpoint=endpoint, timeout_s=traits.timeout_s, max_tokens=max_tokens, traits=traits
         )
     return LLMClient(
         model_id=model_id,
@@ -130,6 +155,7 @@ def make_client(
         budget=budget,
         prices=PriceTable(prices),
         retry=retry or RetryPolicy(max_retries=max_retries, base_delay_s=retry_base_delay_s),
-        timeout_s=timeout_s,
+        timeout_s=traits.timeout_s,
+        structured=traits.structured,
         recorder=CassetteRecorder(record_to) if record_to is not None else None,
     )

@@ -33,7 +33,9 @@ class TransientProviderError(ProviderError):
 @dataclass(frozen=True)
 class LLMRequest:
     """One request. ``messages`` are the caller's conversation (plus repair turns); ``wire_messages``
-    are what a network backend sends (the same, with the schema instruction added)."""
+    are what a network backend sends (the same, with the schema instruction added). ``structured``
+    is how the backend asks for the schema natively (see
+    :data:`~core.llm.registry.STRUCTURED_MODES`); ``None`` for plain text."""
 
     purpose: str
     messages: tuple[Message, ...]
@@ -42,6 +44,7 @@ class LLMRequest:
     context: Mapping[str, Any]
     request_hash: str
     timeout_s: float
+    structured: str | None = None
 
     @property
     def schema_name(self) -> str | None:
@@ -50,12 +53,26 @@ class LLMRequest:
 
 @dataclass(frozen=True)
 class LLMReply:
+    """One answer. ``text`` is the answer only: a reasoning model's separate reasoning never lands
+    here (its tokens are in ``reasoning_tokens``, part of ``completion_tokens``). ``truncated`` is
+    set when the provider stopped at the output-token limit (``finish_reason`` "length",
+    ``stop_reason`` "max_tokens"). ``usage_estimated``: the provider sent no usage, so the tokens
+    are estimated from characters (about 4 per token)."""
+
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str | None = None
     """Set only where the reply's model differs from the client's (a replayed recording)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    reasoning_tokens: int = 0
+    truncated: bool = False
+    usage_estimated: bool = False
+
+
+class StructuredModeRejected(ProviderError):
+    """The server refused the native structured-output parameters (an old local server, a model
+    without JSON mode); the client falls back to the prompt-only mode and asks again."""
 
 
 class Backend(Protocol):

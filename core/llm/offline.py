@@ -9,7 +9,8 @@ Core ships only the plumbing: a domain registers one handler per request *purpos
 :func:`register_offline_handler`. A handler receives a frozen :class:`OfflineRequest` and returns
 a ``dict`` (validated against the request's schema by the client, exactly like a real reply, repair
 round included) or a ``str`` (for ``complete()``). Its ``rng`` is seeded from the client's seed, the
-purpose and the canonical JSON of the context, so the same request gets the same answer for a seed.
+purpose and the request's iteration and attempt (common random numbers, see :func:`offline_seed`),
+so the same request gets the same answer for a seed.
 Offline calls are counted in the ledger (provider ``"offline"``) with 0 tokens and 0 cost.
 """
 
@@ -96,9 +97,30 @@ def offline_purposes() -> tuple[str, ...]:
         return tuple(sorted(_HANDLERS))
 
 
+CRN_NAMES = ("article", "stage", "loop")  # what a draw is for, besides its iteration and attempt
+
+
 def offline_seed(seed: int, purpose: str, context: Mapping[str, Any]) -> int:
-    """The integer seeding a request's ``rng``; stable across processes and Python versions."""
-    digest = hashlib.sha256(f"{seed}\x00{purpose}\x00{canonical_json(dict(context))}".encode()).digest()
+    """The integer seeding a request's ``rng``; stable across processes and Python versions.
+
+    Common random numbers: when the context names its ``iteration``, the draw depends only on
+    (seed, purpose, iteration, attempt — ``attempt`` or the number of ``feedback`` items — and the
+    article/stage/loop it is for), not on the rest of the request. So two groups of an ablation with
+    the same seed face the same luck, and text a mechanism or Level 1.5 adds to a request changes a
+    proposal only through what the handler reads, never by re-randomising it. A context without an
+    iteration (a judgment of a given text) is keyed by its whole content.
+    """
+    iteration = context.get("iteration")
+    if isinstance(iteration, int) and not isinstance(iteration, bool):
+        attempt = context.get("attempt")
+        if not isinstance(attempt, int):
+            attempt = len(context.get("feedback") or ())
+        key: dict[str, Any] = {"iteration": iteration, "attempt": attempt}
+        key.update({k: context[k] for k in CRN_NAMES if isinstance(context.get(k), str)})
+        body = canonical_json(key)
+    else:
+        body = canonical_json(dict(context))
+    digest = hashlib.sha256(f"{seed}\x00{purpose}\x00{body}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 

@@ -37,6 +37,10 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "openrouter:openai/gpt-4o-mini": (0.15, 0.60),
 }
 
+# Price of a cached input token relative to a fresh one (Anthropic cache reads, OpenAI cached input).
+CACHE_READ_FACTOR: dict[str, float] = {"anthropic": 0.1}
+CACHE_READ_FACTOR_DEFAULT = 0.5
+
 
 class PriceTable:
     """Looks a model up as ``provider:model`` first, then as the bare model name."""
@@ -54,16 +58,25 @@ class PriceTable:
     def price(self, provider: str, model: str) -> tuple[float, float] | None:
         return self._table.get(f"{provider}:{model}") or self._table.get(model)
 
-    def cost(self, provider: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost(
+        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int, *, cached_tokens: int = 0
+    ) -> float:
+        """USD for one call. ``cached_tokens`` (part of ``prompt_tokens``) were read from the
+        provider's prompt cache and cost :data:`CACHE_READ_FACTOR` of the input price."""
         found = self.price(provider, model)
         if found is None:
             return 0.0
-        return (prompt_tokens * found[0] + completion_tokens * found[1]) / 1_000_000
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        factor = CACHE_READ_FACTOR.get(provider, CACHE_READ_FACTOR_DEFAULT)
+        inputs = (prompt_tokens - cached) + cached * factor
+        return (inputs * found[0] + completion_tokens * found[1]) / 1_000_000
 
 
 class CallRecord(BaseModel):
     """One completed call, exactly as handed to the sink. Unknown keys (a journal's envelope) are
-    ignored when a record is rebuilt."""
+    ignored when a record is rebuilt. ``reasoning_tokens`` and ``cached_tokens`` are parts of
+    ``completion_tokens`` and ``prompt_tokens``; ``usage_estimated`` says the provider sent no
+    usage and the counts are estimated from characters."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -76,6 +89,9 @@ class CallRecord(BaseModel):
     cost_usd: float = Field(ge=0)
     latency_s: float = Field(ge=0)
     request_hash: str = ""
+    reasoning_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
+    usage_estimated: bool = False
     ts: float = Field(default_factory=time.time)
 
 

@@ -1,9 +1,11 @@
-"""Network backends: the OpenAI chat-completions wire (openai, deepseek, openrouter, compat,
-ollama) and the native Anthropic Messages wire.
+"""What the network backends share: the OpenAI chat-completions wire (openai, deepseek,
+openrouter, compat, ollama; :mod:`core.llm.openai_wire`) and the native Anthropic Messages wire
+(:mod:`core.llm.anthropic_wire`).
 
 The SDKs are imported lazily, constructed with ``max_retries=0`` (our policy retries) and with
 the key passed explicitly. Every SDK exception is translated into a :class:`ProviderError`
-(final) or a :class:`TransientProviderError` (retried) carrying status code and ``retry-after``.
+(final) or a :class:`TransientProviderError` (retried) carrying status code and ``retry-after``;
+an HTTP 200 whose body is not JSON is a transient error too, never a bare decode error.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 from typing import Any
 
 from core.errors import ProviderError
-from core.llm.base import LLMReply, LLMRequest, TransientProviderError
+from core.llm.base import LLMRequest, TransientProviderError
+from core.llm.parsing import compact_schema, estimate_tokens
 from core.llm.registry import Endpoint, ModelId
 from core.llm.retry import parse_retry_after
 
@@ -23,6 +26,8 @@ ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 NO_KEY_PLACEHOLDER = "no-key-needed"
 
 RETRYABLE_STATUS = frozenset({408, 429})
+# Words in a 400 that mean "this server does not take the native structured-output parameters".
+_STRUCTURED_WORDS = ("response_format", "json_schema", "json_object", "structured", "tool_choice", "tools")
 
 
 def _status_is_transient(status: int) -> bool:
@@ -87,116 +92,39 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class OpenAIChatBackend:
-    """Chat completions through the ``openai`` SDK, for any OpenAI-compatible base URL."""
-
-    billable = True
-    retryable = True
-
-    def __init__(
-        self, *, model_id: ModelId, endpoint: Endpoint, timeout_s: float, max_tokens: int | None = None
-    ) -> None:
-        import openai
-
-        self._sdk = openai
-        self._model_id = model_id
-        self._endpoint = endpoint
-        self._max_tokens = max_tokens
-        kwargs: dict[str, Any] = {
-            "api_key": endpoint.api_key or NO_KEY_PLACEHOLDER,
-            "timeout": timeout_s,
-            "max_retries": 0,
-        }
-        if endpoint.base_url:
-            kwargs["base_url"] = endpoint.base_url
-        self._client = openai.OpenAI(**kwargs)
-
-    def send(self, request: LLMRequest, *, model: str) -> LLMReply:
-        kwargs: dict[str, Any] = {
-            "model": model,
-            "messages": list(request.wire_messages),
-            "timeout": request.timeout_s,
-        }
-        if self._max_tokens is not None:
-            kwargs["max_tokens"] = self._max_tokens
-        try:
-            response = self._client.chat.completions.create(**kwargs)
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(
-                exc, self._sdk, model_id=self._model_id, endpoint=self._endpoint, timeout_s=request.timeout_s
-            ) from exc
-        if not hasattr(response, "choices"):  # HTTP 200 whose body is not JSON: the SDK hands back text
-            raise TransientProviderError(f"the reply is not a chat completion: {_short(str(response), 120)!r}")
-        if not response.choices:
-            raise ProviderError(f"{self._model_id}: the reply has no choices")
-        message = response.choices[0].message
-        text = message.content
-        if text is None:
-            refusal = getattr(message, "refusal", None)
-            raise ProviderError(
-                f"{self._model_id}: empty reply" + (f" (refusal: {_short(refusal)})" if refusal else "")
-            )
-        usage = response.usage
-        if usage is None:
-            logger.debug("%s: reply carries no usage; counting 0 tokens", self._model_id)
-        return LLMReply(
-            text=text,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        )
-
-    def close(self) -> None:
-        self._client.close()
+def not_json(exc: ValueError) -> TransientProviderError:
+    """An HTTP 200 whose body is not JSON (a proxy's error page, a half-written body)."""
+    return TransientProviderError(f"the reply body is not JSON ({type(exc).__name__}: {_short(str(exc), 120)})")
 
 
-class AnthropicBackend:
-    """The Messages API through the native ``anthropic`` SDK; system turns go to ``system``."""
+def rejects_structured(exc: Exception, sdk: Any, request: LLMRequest) -> bool:
+    """True when a 400/422 refuses the native structured-output parameters of ``request``."""
+    if request.structured in (None, "prompt") or not isinstance(exc, sdk.APIStatusError):
+        return False
+    if int(exc.status_code) not in (400, 422):
+        return False
+    detail = _error_detail(exc).lower()
+    return any(word in detail for word in _STRUCTURED_WORDS)
 
-    billable = True
-    retryable = True
 
-    def __init__(
-        self, *, model_id: ModelId, endpoint: Endpoint, timeout_s: float, max_tokens: int | None = None
-    ) -> None:
-        import anthropic
+def usage_or_estimate(
+    request: LLMRequest, text: str, reasoning: str, prompt: int | None, completion: int | None
+) -> tuple[int, int, bool]:
+    """The provider's token counts, or an estimate from characters when it sent none (a local
+    server, a proxy): (prompt, completion, estimated)."""
+    if prompt is not None and completion is not None:
+        return prompt, completion, False
+    sent = "".join(m["content"] for m in request.wire_messages)
+    if request.schema is not None and request.structured not in (None, "prompt"):
+        sent += compact_schema(request.schema)
+    return estimate_tokens(sent), estimate_tokens(text, reasoning), True
 
-        self._sdk = anthropic
-        self._model_id = model_id
-        self._endpoint = endpoint
-        self._max_tokens = max_tokens or ANTHROPIC_DEFAULT_MAX_TOKENS
-        kwargs: dict[str, Any] = {"api_key": endpoint.api_key, "timeout": timeout_s, "max_retries": 0}
-        if endpoint.base_url:
-            kwargs["base_url"] = endpoint.base_url
-        self._client = anthropic.Anthropic(**kwargs)
 
-    def send(self, request: LLMRequest, *, model: str) -> LLMReply:
-        system = "\n\n".join(m["content"] for m in request.wire_messages if m["role"] == "system")
-        turns = [m for m in request.wire_messages if m["role"] != "system"]
-        if not turns:
-            turns = [{"role": "user", "content": "Begin."}]
-        kwargs: dict[str, Any] = {
-            "model": model,
-            "max_tokens": self._max_tokens,
-            "messages": turns,
-            "timeout": request.timeout_s,
-        }
-        if system:
-            kwargs["system"] = system
-        try:
-            response = self._client.messages.create(**kwargs)
-        except self._sdk.AnthropicError as exc:
-            raise translate_sdk_error(
-                exc, self._sdk, model_id=self._model_id, endpoint=self._endpoint, timeout_s=request.timeout_s
-            ) from exc
-        if not hasattr(response, "content"):  # HTTP 200 whose body is not JSON
-            raise TransientProviderError(f"the reply is not a message: {_short(str(response), 120)!r}")
-        text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
-        usage = response.usage
-        return LLMReply(
-            text=text,
-            prompt_tokens=int(getattr(usage, "input_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "output_tokens", 0) or 0),
-        )
-
-    def close(self) -> None:
-        self._client.close()
+def reasoning_text(obj: Any) -> str:
+    """A reasoning model's separate thinking (``reasoning_content``: DeepSeek, llama.cpp;
+    ``reasoning``: OpenRouter, Ollama); never part of the answer."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(obj, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""

@@ -2,7 +2,8 @@
 
 A test scripts the replies (:class:`Reply`: status, JSON body, headers, delay); the server answers
 requests in order, repeating the last reply once the script is used up, and keeps every request
-it received (path, headers, JSON body) for assertions.
+it received (path, headers, JSON body) for assertions. A request with ``"stream": true`` gets its
+scripted reply as server-sent events in the provider's chunk format, ``chunk_delay_s`` apart.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    chunk_delay_s: float = 0.0  # between server-sent events, for a streamed request
+    raw: bytes | None = None  # sent as is (with ``content_type``) instead of ``body``
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -36,24 +40,36 @@ class Captured:
 
 
 def openai_reply(
-    text: str, *, prompt_tokens: int = 12, completion_tokens: int = 7, model: str = "gpt-4o-mini"
+    text: str | None,
+    *,
+    prompt_tokens: int = 12,
+    completion_tokens: int = 7,
+    model: str = "gpt-4o-mini",
+    finish_reason: str = "stop",
+    reasoning: str | None = None,
+    reasoning_field: str = "reasoning_content",
+    reasoning_tokens: int | None = None,
+    usage: bool = True,
 ) -> Reply:
-    return Reply(
-        body={
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "created": 1_700_000_000,
-            "model": model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if reasoning is not None:
+        message[reasoning_field] = reasoning
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+    }
+    if usage:
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
-    )
+        if reasoning_tokens is not None:
+            body["usage"]["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return Reply(body=body)
 
 
 def anthropic_reply(
@@ -73,6 +89,73 @@ def anthropic_reply(
     )
 
 
+def anthropic_tool_reply(
+    name: str, payload: dict[str, Any], *, input_tokens: int = 30, output_tokens: int = 11, model: str = "claude-test"
+) -> Reply:
+    return Reply(
+        body={
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "tool_use", "id": "toolu_fake", "name": name, "input": payload}],
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        }
+    )
+
+
+def _sse(event: str | None, data: Any) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def _pieces(text: str, n: int = 3) -> list[str]:
+    size = max(1, -(-len(text) // n))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def openai_events(body: dict[str, Any]) -> list[bytes]:
+    """A chat completion as the chunks a streaming server sends."""
+    choice = body["choices"][0]
+    message = choice["message"]
+    base = {k: body[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    events = []
+    for key in ("reasoning_content", "reasoning", "content"):
+        if message.get(key):
+            for piece in _pieces(message[key]):
+                delta = {"role": "assistant", key: piece}
+                events.append(base | {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    events.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+    if body.get("usage"):
+        events.append(base | {"choices": [], "usage": body["usage"]})
+    return [_sse(None, e) for e in events] + [_sse(None, "[DONE]")]
+
+
+def anthropic_events(body: dict[str, Any]) -> list[bytes]:
+    """A Messages reply as the events a streaming server sends."""
+    start = body | {"content": [], "stop_reason": None, "usage": {**body["usage"], "output_tokens": 1}}
+    events = [("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(body["content"]):
+        if block["type"] == "tool_use":
+            events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                                   "content_block": block | {"input": {}}}))
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in _pieces(json.dumps(block["input"]))]
+        else:
+            events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                                   "content_block": {"type": "text", "text": ""}}))
+            deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"])]
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": body["stop_reason"], "stop_sequence": None},
+                                     "usage": {"output_tokens": body["usage"]["output_tokens"]}}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return [_sse(name, data) for name, data in events]
+
+
 def error_reply(
     status: int, message: str = "error", *, headers: dict[str, str] | None = None, anthropic: bool = False
 ) -> Reply:
@@ -89,6 +172,7 @@ class FakeLLMServer:
     reply = staticmethod(Reply)
     openai_reply = staticmethod(openai_reply)
     anthropic_reply = staticmethod(anthropic_reply)
+    anthropic_tool_reply = staticmethod(anthropic_tool_reply)
     error_reply = staticmethod(error_reply)
 
     def __init__(self) -> None:
@@ -117,10 +201,14 @@ class FakeLLMServer:
                     return
                 if self.path not in ("/v1/chat/completions", "/v1/messages"):
                     reply = Reply(status=404, body={"error": {"message": f"no route {self.path}"}})
-                payload = json.dumps(reply.body).encode()
+                body = json.loads(raw or b"{}")
+                if body.get("stream") and reply.status == 200 and reply.raw is None:
+                    self._stream(reply)
+                    return
+                payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
                 try:
                     self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", reply.content_type)
                     self.send_header("content-length", str(len(payload)))
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
@@ -128,6 +216,22 @@ class FakeLLMServer:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def _stream(self, reply: Reply) -> None:
+                events = anthropic_events(reply.body) if self.path == "/v1/messages" else openai_events(reply.body)
+                try:
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("transfer-encoding", "chunked")
+                    self.end_headers()
+                    for event in events:
+                        if reply.chunk_delay_s and server._closing.wait(reply.chunk_delay_s):
+                            return
+                        self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

@@ -48,11 +48,30 @@ def test_anthropic_overloaded_529_is_retried_then_succeeds(fake_server, anthropi
     assert len(fake_server.requests) == 2
 
 
-def test_anthropic_structured_output_schema_instruction_goes_to_system(fake_server, anthropic_client):
-    fake_server.script(fake_server.anthropic_reply('{"score": 7.5, "reason": "clear"}'))
+def test_anthropic_structured_output_instruction_goes_to_system(fake_server, anthropic_client):
+    fake_server.script(fake_server.anthropic_tool_reply("Verdict", {"score": 7.5, "reason": "clear"}))
     verdict = anthropic_client().structured(purpose="judge", schema=Verdict, messages="rate it")
     assert verdict == Verdict(score=7.5, reason="clear")
-    assert "JSON Schema" in fake_server.requests[0].body["system"]
+    assert "Verdict" in fake_server.requests[0].body["system"]
+
+
+def test_anthropic_long_leading_system_block_is_marked_for_prompt_caching(fake_server, anthropic_client):
+    reply = fake_server.anthropic_reply("ok", input_tokens=100, output_tokens=10)
+    reply.body["usage"] |= {"cache_read_input_tokens": 2000, "cache_creation_input_tokens": 0}
+    fake_server.script(reply)
+    article = "An article paragraph. " * 300
+    client = anthropic_client(prices={"claude-test": (3.0, 15.0)})
+    client.complete(
+        purpose="revise",
+        messages=[{"role": "system", "content": article}, {"role": "system", "content": "stage"},
+                  {"role": "user", "content": "go"}],
+    )
+    first, second = fake_server.requests[0].body["system"]
+    assert first == {"type": "text", "text": article, "cache_control": {"type": "ephemeral"}}
+    assert "cache_control" not in second
+    [record] = client.ledger.records
+    assert (record.prompt_tokens, record.cached_tokens) == (2100, 2000)
+    assert record.cost_usd == pytest.approx((100 * 3.0 + 2000 * 0.3 + 10 * 15.0) / 1e6)
 
 
 def test_anthropic_401_is_not_retried(fake_server, anthropic_client):

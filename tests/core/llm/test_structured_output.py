@@ -54,7 +54,7 @@ def test_malformed_json_then_successful_repair_round(fake_server, openai_client)
     first, repair = fake_server.requests
     assert (
         first.body["messages"][0]["role"] == "system"
-        and "JSON Schema" in first.body["messages"][0]["content"]
+        and "Plan" in first.body["messages"][0]["content"]
     )
     assert repair.body["messages"][-2] == {"role": "assistant", "content": '{"param": "LR", "value": oops}'}
     assert "could not be used" in repair.body["messages"][-1]["content"]
