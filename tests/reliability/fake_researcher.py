@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible server on 127.0.0.1 that plays the train_opt researcher, with faults.
 
 The real ``openai`` SDK talks to it (``OPENAI_BASE_URL``). It answers by the schema the request asks
-for (named in the schema instruction the client adds): a hyperparameter change, a Level-1.5 patch
+for (named in ``response_format``, or in the schema instruction the client adds): a hyperparameter change, a Level-1.5 patch
 or a Level-2 template design, each valid for the reliability stand-in. ``faults`` maps a request
 number (0-based, in arrival order) to what goes wrong with that one request instead;
 ``schema_faults`` maps a schema name to a fault for every request of that schema:
@@ -95,7 +95,9 @@ class FakeResearcher:
             handler.connection.shutdown(socket.SHUT_RDWR)
             return None
         system = " ".join(m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "system")
-        schema = next((s for s in ("ChangeReply", "ConfigPatch", "DesignReply") if f'"title": "{s}"' in system), "")
+        native = ((body.get("response_format") or {}).get("json_schema") or {}).get("name", "")  # openai's native mode
+        schema = native or next((s for s in ("ChangeReply", "ConfigPatch", "DesignReply")
+                                 if f'"title": "{s}"' in system or f'"title":"{s}"' in system), "")
         with self._lock:
             n = self._count
             self._count += 1

@@ -1,8 +1,8 @@
 """A fake OpenAI-compatible server on 127.0.0.1 that answers article_opt requests by schema.
 
 It is driven through the real ``openai`` SDK by the real client (``--provider openai`` with
-``OPENAI_BASE_URL`` pointing here). It reads the JSON-schema title the client puts in the system
-message and answers with a small valid object, built from the request text where it has to be
+``OPENAI_BASE_URL`` pointing here). It reads the schema's name from ``response_format`` (or the
+JSON-schema title the client puts in the system message) and answers with a small valid object, built from the request text where it has to be
 (section headings, the text to revise). It records every request, so a test can prove which
 purposes went over HTTP. Run it by hand with ``python -m tests.domains.article_opt.fake_openai``.
 """
@@ -21,7 +21,10 @@ from domains.article_opt.stage_templates import render as render_template
 DIMENSIONS = ("rigor", "clarity", "internal_consistency", "insight", "actionability")
 
 
-def _schema_title(messages: list[dict[str, str]]) -> str:
+def _schema_title(messages: list[dict[str, str]], response_format: dict[str, Any] | None = None) -> str:
+    native = ((response_format or {}).get("json_schema") or {}).get("name")
+    if native:  # the client's native structured output (provider openai)
+        return str(native)
     for m in messages:
         if m["role"] == "system" and "JSON Schema:" in m["content"]:
             schema = json.loads(m["content"].split("JSON Schema:", 1)[1])
@@ -94,7 +97,7 @@ class FakeOpenAI:
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
                 messages = body.get("messages", [])
-                title = _schema_title(messages)
+                title = _schema_title(messages, body.get("response_format"))
                 user = "\n".join(m["content"] for m in messages if m["role"] == "user")
                 with server.lock:
                     server.requests.append(title)
