@@ -19,10 +19,7 @@ attaches the library tabu list, so a design that was reverted is not proposed ag
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from pathlib import Path
-from string import Template
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -33,12 +30,12 @@ from core.loader import MechanismLoader
 from core.plugins import Decider, ExecContext, Executor, Proposer
 from core.records import ExecutionResult, Proposal, ProposalContext, Status, TrialRecord
 from core.mechanisms import TEMPLATES
-from core.mechanisms import render_template, template_source
+from core.mechanisms import render_template
+from domains.train_opt.design_prompt import render_design_prompt
 from domains.train_opt.offline import PURPOSE_DESIGN
 from domains.train_opt.trace import diagnose
 
 log = logging.getLogger(__name__)
-PROMPT = Path(__file__).parent / "prompts" / "design.md"
 
 
 class DesignReply(BaseModel):
@@ -99,14 +96,7 @@ class MechanismDesigner(Proposer):
             "constraints": ctx.guidance.constraints.model_dump(mode="json"), "feedback": list(ctx.feedback),
             "inner_budget": self.inner_budget, "iteration": ctx.iteration,
         }
-        prompt = Template(PROMPT.read_text(encoding="utf-8")).substitute(
-            diagnosis=json.dumps(context["diagnosis"], indent=1),
-            tried="\n".join(f"- {t['region']}: {t['status']} (score {t['score']})" for t in tried) or "(none)",
-            templates="\n".join(f"- {n}: {m['description']} [addresses: {m['addresses']}; params {m['default_params']}]"
-                                for n, m in context["templates"].items()),
-            example=template_source("tabu"),
-            feedback=("Rejected so far:\n" + "\n".join(f"- {f}" for f in ctx.feedback)) if ctx.feedback else "",
-        )
+        prompt = render_design_prompt(context, ctx, hook_timeout_s=self.inner.hook_timeout_s)
         messages = [{"role": "user", "content": prompt}]
         reply = self.client.structured(purpose=PURPOSE_DESIGN, schema=DesignReply, messages=messages, context=context)
         if reply.source:

@@ -2,9 +2,11 @@
 for one hyperparameter change at a time.
 
 The request carries both a rendered prompt (for an LLM) and the structured context the prompt was
-rendered from (for the offline researcher). The reply is validated against the parameter specs;
-an invalid change gets one repair round with the error, then the iteration is recorded as a crash
-whose error the next proposal sees.
+rendered from (for the offline researcher). The prompt defines its terms (strategy, step scale),
+states the run's budget, the measured baseline and the noise floor when one is set, shows why
+failed trials failed, and carries Level 1.5's guidance and the mechanisms' guidance. The reply is
+validated against the parameter specs; an invalid change gets one repair round with the error,
+then the iteration is recorded as a crash whose error the next proposal sees.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core.plugins import Proposer
-from core.records import Proposal, ProposalContext, Status
+from core.records import Proposal, ProposalContext, Status, TrialRecord
 from domains.train_opt import target as tgt
 from domains.train_opt.offline import PURPOSE_PROPOSE
 from domains.train_opt.trace import param_stats, search_records
 
 PROMPTS = Path(__file__).parent / "prompts"
 HISTORY_LINES = 12
+REASON_CHARS = 160
+STRATEGY_MEANING = {
+    "explore": "try parameters and directions not tried yet; larger moves are fine",
+    "exploit": "refine around the best configuration: small moves on parameters that already gave keeps",
+    "focused": "concentrate on the few parameters the guidance prefers",
+}
+BASELINE_FACTS = ("training_seconds", "num_steps", "peak_vram_mb", "mfu_percent", "num_params_M", "total_tokens_M")
 
 
 def load_prompt(name: str) -> Template:
@@ -44,14 +53,51 @@ def spec_view(spec: tgt.ParamSpec, value: Any) -> dict[str, Any]:
             "pow2": spec.pow2, "pattern": spec.pattern, "comment": spec.comment}
 
 
-def history_lines(ctx: ProposalContext) -> list[str]:
+def failure_reason(record: TrialRecord) -> str:
+    """Why a trial failed, in one line: the recorded error and the last line of its log."""
+    if record.status in (Status.KEEP, Status.DISCARD):
+        return ""
+    last = next((line.strip() for line in reversed(record.log_tail.splitlines()) if line.strip()), "")
+    parts = [p for p in (record.error, last) if p]
+    if len(parts) == 2 and parts[1] in parts[0]:
+        parts = parts[:1]
+    return " | ".join(parts)[:REASON_CHARS]
+
+
+def history_lines(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> list[str]:
     lines = []
-    for record in search_records(ctx.history)[-HISTORY_LINES:]:
+    for record in search_records(history)[-HISTORY_LINES:]:
         score = f"{record.score:.6f}" if record.score is not None else "-"
-        changes = ", ".join(f"{k}={v!r}" for k, v in record.proposal.changes.items())
-        why = f" ({record.error[:80]})" if record.status not in (Status.KEEP, Status.DISCARD) and record.error else ""
-        lines.append(f"#{record.iteration} {changes} → val_bpb {score} [{record.status.value}]{why}")
+        changes = json.dumps(dict(record.proposal.changes)) if record.proposal else "{}"
+        why = failure_reason(record)
+        lines.append(f"#{record.iteration} {changes} → val_bpb {score} [{record.status.value}]" + (f" ({why})" if why else ""))
     return lines
+
+
+def run_facts(ctx: ProposalContext, settings: dict[str, Any]) -> str:
+    """Budget, hardware and noise as far as the run knows them."""
+    lines = []
+    budget = settings.get("inner_budget")
+    done = sum(1 for r in search_records(ctx.history) if r.cycle == ctx.cycle)
+    if budget:
+        cycles = settings.get("outer_cycles")
+        of = f" of {cycles}" if cycles else ""
+        lines.append(f"- budget: trial {done + 1} of {budget} in cycle {ctx.cycle + 1}{of}; every trial costs the same time")
+    if settings.get("time_budget"):
+        lines.append(f"- each trial trains for {settings['time_budget']:g} s of wall time")
+    baseline = next((r for r in ctx.history if r.proposal is not None and r.proposal.origin == "baseline"), None)
+    if baseline is not None:
+        facts = ", ".join(f"{k} {baseline.metrics[k]:g}" for k in BASELINE_FACTS if k in baseline.metrics)
+        device = next((line.strip() for line in baseline.log_tail.splitlines() if line.startswith("device:")), "")
+        if baseline.score is not None:
+            facts = f"val_bpb {baseline.score:.6f}" + (f", {facts}" if facts else "")
+        lines.append(f"- baseline trial: {facts or 'no summary'}" + (f" ({device})" if device else ""))
+    noise = settings.get("noise_floor")
+    if noise:
+        lines.append(f"- noise floor: a gain must exceed {noise:g} val_bpb to be kept; smaller differences are noise")
+    else:
+        lines.append("- noise floor: not measured; each trial is one seed, so a gain of a few 0.001 may be noise")
+    return "\n".join(lines)
 
 
 class LLMProposer(Proposer):
@@ -62,6 +108,13 @@ class LLMProposer(Proposer):
         self.run_dir = Path(run_dir)
         self.original = Path(original)
         self.specs = specs
+
+    def run_settings(self) -> dict[str, Any]:
+        """The run's ``settings.json`` (budget, time budget, noise floor), or nothing."""
+        try:
+            return dict(json.loads((self.run_dir / "settings.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return {}
 
     def incumbent_values(self, ctx: ProposalContext) -> dict[str, Any]:
         path = self.run_dir / ctx.incumbent if ctx.incumbent else self.original
@@ -89,7 +142,8 @@ class LLMProposer(Proposer):
             "iteration": ctx.iteration,
         }
 
-    def render(self, context: dict[str, Any]) -> str:
+    def render(self, context: dict[str, Any], *, ctx: ProposalContext | None = None,
+               settings: dict[str, Any] | None = None) -> str:
         params = "\n".join(f"- {tgt.ParamSpec(name=n, kind=v['kind'], default=v['value'], low=v['low'], high=v['high'], pow2=v['pow2'], pattern=v['pattern'], comment=v['comment']).describe()}"
                            for n, v in context["params"].items())
         cons = context["constraints"]
@@ -104,13 +158,19 @@ class LLMProposer(Proposer):
         if context["feedback"]:
             feedback = "Your previous proposals this iteration were rejected:\n" + "\n".join(f"- {f}" for f in context["feedback"]) + "\n"
         best = context["best"]
+        settings = settings or {}
+        noise = settings.get("noise_floor")
+        history = history_lines(ctx.history) if ctx is not None else self._history_text(context)
         return load_prompt("propose").substitute(
             params=params or "(none)", frozen=", ".join(context["frozen_params"]) or "none",
-            strategy=context["strategy"], step_scale=context["step_scale"], max_changes=context["max_changes"],
-            history="\n".join(self._history_text(context)) or "(no trials yet)",
+            strategy=context["strategy"], strategy_meaning=STRATEGY_MEANING.get(context["strategy"], ""),
+            step_scale=context["step_scale"], max_changes=context["max_changes"],
+            history="\n".join(history) or "(no trials yet)",
             best=f"{best:.6f}" if best is not None else "-",
             lessons="\n".join(f"- {x}" for x in context["lessons"]) or "(none yet)",
             guidance="\n".join(guidance_lines) or "(none)", feedback=feedback,
+            keep_rule=f" by more than the noise floor ({noise:g})" if noise else "",
+            run=run_facts(ctx, settings) if ctx is not None else "(unknown)",
         )
 
     @staticmethod
@@ -133,7 +193,11 @@ class LLMProposer(Proposer):
         current = self.incumbent_values(ctx)
         context = self.request_context(ctx, current)
         context["guidance_text"] = ctx.guidance.text
-        messages = [{"role": "user", "content": self.render(context)}]
+        prompt_context = dict(context)
+        outer = str(ctx.search.get("guidance") or "").strip()  # Level 1.5's guidance for this cycle
+        if outer:
+            prompt_context["guidance_text"] = "\n".join(t for t in (outer, ctx.guidance.text) if t)
+        messages = [{"role": "user", "content": self.render(prompt_context, ctx=ctx, settings=self.run_settings())}]
         error = None
         for _round in range(2):
             if error:
