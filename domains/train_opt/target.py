@@ -205,7 +205,7 @@ def apply_changes(source: str, changes: dict[str, Any], specs: dict[str, ParamSp
                 if node.value.lineno != node.value.end_lineno:
                     raise ValueError(f"{name} spans several lines; only one-line constants can be edited")
                 edits.append((node.value.lineno - 1, node.value.col_offset, node.value.end_col_offset,
-                              render(name, values[name])))
+                              render_like(node.value, name, values[name])))
     for line_no, start, end, text in sorted(edits, reverse=True):
         raw = lines[line_no].encode()
         lines[line_no] = (raw[:start] + text.encode() + raw[end:]).decode()
@@ -223,6 +223,30 @@ def render(name: str, value: Any) -> str:
     if not ok:
         raise ValueError(f"{name}: {text[:80]!r} is not a one-line literal of its value")
     return text
+
+
+def render_like(old: ast.expr, name: str, value: Any) -> str:
+    """The new value written in the form of the old expression when it fits — ``2**19`` becomes
+    ``2**18``, ``64 * 1024`` becomes ``32 * 1024`` — so a one-line diff reads as the author wrote it;
+    otherwise :func:`render`. Integer arithmetic forms only; the result must evaluate to ``value``."""
+    text = None
+    if isinstance(old, ast.BinOp) and type(value) is int and value > 0:
+        left, right = old.left, old.right
+        base = left.value if isinstance(left, ast.Constant) and type(left.value) is int else None
+        unit = right.value if isinstance(right, ast.Constant) and type(right.value) is int else None
+        if isinstance(old.op, ast.Pow) and base and base >= 2:
+            exponent = round(math.log(value, base))
+            if exponent >= 0 and base**exponent == value:
+                text = f"{base}**{exponent}"
+        elif isinstance(old.op, ast.Mult) and unit and unit > 0 and value % unit == 0:
+            text = f"{value // unit} * {unit}"
+    if text is not None:
+        try:
+            if _literal(ast.parse(text, mode="eval").body) == value:
+                return text
+        except (ValueError, SyntaxError, TypeError):
+            pass
+    return render(name, value)
 
 
 def diff(old: str, new: str, name: str = "train.py") -> str:

@@ -123,7 +123,7 @@ def _changed_lines(old: str, new: str) -> list[tuple[str, str]]:
     [
         ("MATRIX_LR", 0.06, "MATRIX_LR = 0.06  # learning rate of the weight matrices (Muon)"),
         ("DEPTH", 10, "DEPTH = 10  # number of transformer blocks"),
-        ("TOTAL_BATCH_SIZE", 2**18, "TOTAL_BATCH_SIZE = 262144  # tokens per optimizer step"),
+        ("TOTAL_BATCH_SIZE", 2**18, "TOTAL_BATCH_SIZE = 2**18  # tokens per optimizer step"),
         ("WINDOW_PATTERN", "SSLL", "WINDOW_PATTERN = 'SSLL'  # per-layer attention span, cycled: S short, L long"),
         ("ADAM_BETAS", [0.85, 0.97], "ADAM_BETAS = (0.85, 0.97)  # Adam (beta1, beta2)"),
         ("WEIGHT_DECAY", 0, "WEIGHT_DECAY = 0.0  # decoupled weight decay"),
