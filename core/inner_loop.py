@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from core.deadline import call_with_deadline
 from core.errors import (
     HookTimeout,
@@ -37,6 +39,7 @@ from core.host import RemoteMechanism
 from core.mechanism import HOOKS, Mechanism
 from core.plugins import Decider, Evaluator, ExecContext, Executor, Proposer, StrictImprovement
 from core.records import (
+    BASELINE,
     Constraints,
     EvalInput,
     Evaluation,
@@ -91,7 +94,8 @@ DetachCallback = Callable[[AttachedMechanism, str], None]
 class InnerLoopController:
     """Runs iterations of one loop and journals each one.
 
-    ``search`` (the Level-1.5 search configuration, as a dict) and ``outer_guidance`` are set by the
+    ``search`` (the Level-1.5 search configuration: a typed pydantic model such as
+    :class:`core.search.SearchConfig`, or a plain dict) and ``outer_guidance`` are set by the
     outer loop between cycles; both reach the proposer through :class:`ProposalContext` and nothing
     else. ``lessons`` derives lesson text from the history (it is recomputed, never stored).
     """
@@ -126,7 +130,7 @@ class InnerLoopController:
         self.seed = seed
         self.lessons = lessons
         self.max_provider_failures = max_provider_failures
-        self.search: dict[str, Any] = {}
+        self.search: BaseModel | dict[str, Any] = {}
         self.outer_guidance = Guidance()
         self.mechanisms: list[AttachedMechanism] = []
         self.on_detach: list[DetachCallback] = []
@@ -144,7 +148,7 @@ class InnerLoopController:
         self.history.append(record)
         if record.status is Status.KEEP:
             self._incumbent = record
-        if record.proposal is None or record.proposal.origin != "baseline":
+        if record.proposal is None or not record.proposal.is_baseline:
             self._per_cycle[record.cycle] += 1
 
     @property
@@ -166,7 +170,7 @@ class InnerLoopController:
         return [
             r for r in self.history
             if (cycle is None or r.cycle == cycle)
-            and (include_baseline or r.proposal is None or r.proposal.origin != "baseline")
+            and (include_baseline or r.proposal is None or not r.proposal.is_baseline)
         ]
 
     # -- mechanisms ----------------------------------------------------------------------------------
@@ -247,7 +251,7 @@ class InnerLoopController:
         history = tuple(self.history)
         return ProposalContext(
             loop=self.loop, iteration=iteration, cycle=cycle, history=history, best_score=self.best_score,
-            incumbent=self.incumbent, direction=self.direction, search=dict(self.search),
+            incumbent=self.incumbent, direction=self.direction, search=_search_json(self.search),
             guidance=guidance or self.outer_guidance,
             lessons=tuple(self.lessons(history)) if self.lessons else (),
             feedback=feedback, seed=self.seed * 1_000_003 + iteration,
@@ -273,7 +277,7 @@ class InnerLoopController:
             for attached, out in self._hook("propose", asked):
                 if out is not None:
                     # bookkeeping is the controller's: no mechanism may pass its candidate off as the baseline
-                    keep_origin = out.origin not in ("proposer", "baseline")
+                    keep_origin = out.origin not in ("proposer", BASELINE)
                     candidate = out if keep_origin else out.model_copy(update={"origin": attached.name})
                     break
             if candidate is None:
@@ -291,7 +295,7 @@ class InnerLoopController:
                     break
                 if verdict.proposal is not None:
                     rewritten = verdict.proposal
-                    if rewritten.origin == "baseline":
+                    if rewritten.is_baseline:
                         rewritten = rewritten.model_copy(update={"origin": attached.name})
                     candidate = rewritten
             if rejected is None:
@@ -311,7 +315,7 @@ class InnerLoopController:
         try:
             if baseline:
                 ctx = self.context(iteration, cycle)
-                proposal = Proposal(origin="baseline", hypothesis="unchanged starting point", region="baseline")
+                proposal = Proposal(origin=BASELINE, hypothesis="unchanged starting point", region=BASELINE)
             elif self._pending is not None and self._pending["iteration"] == iteration:
                 ctx = self.context(iteration, cycle)
                 proposal = Proposal.model_validate(self._pending["proposal"])
@@ -384,7 +388,7 @@ class InnerLoopController:
         decided_by = "decider"
         draft = TrialRecord(loop=self.loop, iteration=iteration, cycle=cycle, proposal=proposal,
                             status=Status.KEEP if keep else Status.DISCARD, best_before=self.best_score, **fields)
-        if proposal.origin != "baseline":
+        if not proposal.is_baseline:
             for attached, verdict in self._hook("decide", draft, ctx):
                 if verdict is not None:
                     keep, decided_by = verdict, attached.name
@@ -422,7 +426,7 @@ class InnerLoopController:
     def ensure_baseline(self, cycle: int = 0) -> TrialRecord:
         """Measure the unchanged starting point once (iteration 0); on resume, return the journaled one."""
         for record in self.history:
-            if record.proposal is not None and record.proposal.origin == "baseline":
+            if record.proposal is not None and record.proposal.is_baseline:
                 return record
         if self.history:
             raise RuntimeError(f"loop {self.loop!r} has records but no baseline")
@@ -440,6 +444,11 @@ class InnerLoopController:
             if on_record:
                 on_record(record)
         return self.records(cycle)
+
+
+def _search_json(search: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """The search configuration as the context carries it (JSON: it also crosses to workers)."""
+    return search.model_dump(mode="json") if isinstance(search, BaseModel) else dict(search)
 
 
 def _is_outage(exc: BaseException) -> bool:

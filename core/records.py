@@ -108,6 +108,9 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+BASELINE = "baseline"  # Proposal.origin of a loop's starting point
+
+
 class Proposal(Frozen):
     """A candidate: a set of changes to the incumbent, with the hypothesis behind it.
 
@@ -121,6 +124,11 @@ class Proposal(Frozen):
     region: str = ""
     origin: str = "proposer"
     payload: str | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        """The unchanged starting point of a loop (set only by the controller)."""
+        return self.origin == BASELINE
 
     def key(self) -> str:
         return self.region or ",".join(sorted(self.changes))

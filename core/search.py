@@ -1,7 +1,10 @@
-"""The inner loop's search configuration, and the only way Level 1.5 may change it: a validated patch.
+"""A typed search configuration for Level 1 over named parameters, and the only way Level 1.5 may
+change it: a validated patch.
 
-``SearchConfig`` is what the proposer reads through ``ctx.search``; ``ConfigPatch`` is what the outer
-analyzer returns. ``apply_patch`` enforces the bounds (at most ``max_freeze_per_cycle`` parameters
+Any domain whose candidates edit named parameters (train_opt's hyperparameters, script_opt's
+constants) uses it. ``SearchConfig`` is what the proposer reads through ``ctx.search`` (the
+controller hands it over as a typed model; the context carries its JSON form); ``ConfigPatch`` is
+what the outer analyzer returns. ``apply_patch`` enforces the bounds (at most ``max_freeze_per_cycle`` parameters
 frozen per cycle, at least ``min_active`` left active, only known parameters) and raises
 :class:`~core.errors.ConfigError` with a one-line reason otherwise; the caller journals the result.
 """

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 from core.plugins import Proposer
 from core.records import Proposal, ProposalContext, TrialRecord
 from core.state import RunDir
-from domains.train_opt.session import RunSettings, TrainSession
+from domains.train_opt.session import TrainSession, TrainSettings
 from domains.train_opt.target import ParamSpec
 
 Search = Literal["random", "tpe"]
@@ -267,7 +267,7 @@ class ClassicSession(TrainSession):
 
     search: ClassVar[Search]
 
-    def __init__(self, run: RunDir, settings: RunSettings) -> None:
+    def __init__(self, run: RunDir, settings: TrainSettings) -> None:
         super().__init__(run, settings)
         marker = run.path / "classic.json"
         if not marker.exists():

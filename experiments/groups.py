@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from core.errors import ConfigError, UserError
 from core.records import Status, TrialRecord
 from core.state import JOURNAL_NAME, RunDir
-from domains.train_opt.session import Level, RunSettings, TrainSession, make_settings, summarize
+from domains.train_opt.session import Level, TrainSession, TrainSettings, make_settings, summarize
 
 RESULT_KEYS = ("group", "repeat", "seed", "run_dir", "levels", "provider", "model", "baseline", "best", "delta",
                "iterations", "counts", "usage", "wall_s", "trace", "mechanisms", "settings", "finished_at")
@@ -74,7 +74,7 @@ class Plan(BaseModel):
     trial_timeout_s: float | None = None
     trial_memory_gb: float | None = None
 
-    def run_settings(self, group: Group, repeat: int) -> RunSettings:
+    def run_settings(self, group: Group, repeat: int) -> TrainSettings:
         command = memory_capped_command(self.trial_memory_gb) if self.trial_memory_gb else None
         llm = {"provider": self.provider, "model": self.model} if group.uses_llm else {"provider": "offline"}
         return make_settings(levels=group.levels, inner_budget=self.iterations // self.cycles, outer_cycles=self.cycles,

@@ -1,112 +1,79 @@
 """train_opt command line: ``python -m domains.train_opt.cli [GLOBAL OPTIONS] COMMAND [OPTIONS]``.
 
-Global options (provider, models, seed, target, run directory, time budget) go before the command,
-as in ``python -m domains.train_opt.cli --provider deepseek bilevel --inner-budget 5 --outer-cycles 2``;
-the run-shaping ones are also accepted after it. Every user mistake is a one-line error and exit 2.
+The commands, flags, exit statuses and the rule that global options may come before or after the
+command are core's (:mod:`core.cli`); this module adds the target options and the report pieces:
+a line per trial, the summary table, the Level-2 table and the diff of the best ``train.py``.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from core.errors import UserError
+from core.cli import DomainCli, Opt, console, make_app
 from core.records import Status, TrialRecord
-from core.state import DEFAULT_RUNS_ROOT
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Improve a GPT training script's val_bpb with a bilevel autoresearch loop.")
-console = Console()
-err = Console(stderr=True)
 _STYLE = {Status.KEEP: "green", Status.DISCARD: "white", Status.CRASH: "red", Status.FAIL: "red",
           Status.TIMEOUT: "red", Status.REJECTED: "yellow"}
 
 
-@app.callback()
-def main_options(
-    ctx: typer.Context,
-    provider: str = typer.Option("offline", help="Researcher: offline | openai | anthropic | deepseek | compat | ollama | openrouter | replay:CASSETTE."),
-    model: str | None = typer.Option(None, help="Model id (default: the provider's default)."),
-    outer_provider: str | None = typer.Option(None, help="Provider for Levels 1.5 and 2 (default: --provider)."),
-    outer_model: str | None = typer.Option(None, help="Model for Levels 1.5 and 2."),
-    seed: int = typer.Option(0, help="Seed for the researcher and the search."),
-    target_dir: Path | None = typer.Option(None, help="An autoresearch-style clone (train.py + prepare.py); default: the bundled CPU harness."),
-    run_dir: Path | None = typer.Option(None, help=f"Run directory (default: a new folder under {DEFAULT_RUNS_ROOT}/)."),
-    time_budget: float | None = typer.Option(None, help="Training seconds per trial (bundled harness only)."),
-    data: Path | None = typer.Option(None, help="A UTF-8 text file or folder to train on instead of the bundled corpus."),
-    threads: int | None = typer.Option(None, help="CPU threads per trial (default: all cores)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log diagnostics."),
-) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = {k: v for k, v in locals().items() if k not in ("ctx", "verbose")}
+def _session() -> Any:
+    from domains.train_opt.session import TrainSession
+
+    return TrainSession
 
 
-def _settings(ctx: typer.Context, **overrides: Any) -> Any:
+def _make_settings() -> Any:
     from domains.train_opt.session import make_settings
 
-    values = dict(ctx.obj)
-    for key, value in overrides.items():
-        if value is not None or key not in values:
-            values[key] = value
-    run_dir = values.pop("run_dir", None)
-    for key in ("target_dir", "data"):
-        if values.get(key) is not None:
-            values[key] = str(values[key])
-    return make_settings(**values), run_dir
+    return make_settings
 
 
-def _line(record: TrialRecord, best: list[float | None]) -> None:
-    if record.status is Status.KEEP and record.score is not None:
-        best[0] = record.score if best[0] is None else min(best[0], record.score)
-    change = ", ".join(f"{k}={v!r}" for k, v in (record.proposal.changes if record.proposal else {}).items())
-    change = change or ("baseline" if record.proposal and record.proposal.origin == "baseline" else "-")
-    score = f"{record.score:.6f}" if record.score is not None else "   -    "
-    best_s = f"{best[0]:.6f}" if best[0] is not None else "-"
+def _to_settings(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if k in ("target_dir", "data") and v is not None else v for k, v in values.items()}
+
+
+def record_line(loop: str, record: TrialRecord) -> str:
     style = _STYLE.get(record.status, "white")
-    mech = f" [dim]hooks: {', '.join(record.hook_calls)}[/dim]" if record.hook_calls else ""
-    note = f" [dim]({record.error[:70]})[/dim]" if record.error and record.status is not Status.KEEP else ""
-    console.print(f"[bold]#{record.iteration:>3}[/bold] c{record.cycle} {change:<44} val_bpb {score} "
-                  f"[{style}]{record.status.value:<8}[/{style}] best {best_s}{mech}{note}", soft_wrap=True)
+    if loop == "mechanism":
+        what = "parent mechanism set" if record.proposal is None or record.proposal.is_baseline else record.proposal.region
+        verdict = {Status.KEEP: "kept", Status.DISCARD: "reverted"}.get(record.status, record.status.value)
+        gain = record.metrics.get("gain")
+        note = f" [dim]({escape(record.error[:90])})[/dim]" if record.error else ""
+        return (f"[bold]L2[/bold]  c{record.cycle} {escape(what):<30} [{style}]{verdict}[/{style}] "
+                f"gain/iteration {'-' if gain is None else f'{gain:.6f}'}{note}")
+    change = ", ".join(f"{k}={v!r}" for k, v in (record.proposal.changes if record.proposal else {}).items())
+    change = change or ("baseline" if record.proposal and record.proposal.is_baseline else "-")
+    score = f"{record.score:.6f}" if record.score is not None else "   -    "
+    best = f"{record.best_after:.6f}" if record.best_after is not None else "-"
+    mech = f" [dim]hooks: {escape(', '.join(record.hook_calls))}[/dim]" if record.hook_calls else ""
+    note = f" [dim]({escape(record.error[:70])})[/dim]" if record.error and record.status is not Status.KEEP else ""
+    return (f"[bold]#{record.iteration:>3}[/bold] c{record.cycle} {escape(change):<44} val_bpb {score} "
+            f"[{style}]{record.status.value:<8}[/{style}] best {best}{mech}{note}")
 
 
-def _execute(session: Any, *, header: str) -> dict[str, Any]:
-    from domains.train_opt.report import write_report
-
-    best: list[float | None] = [session.inner.best_score]
-    session.on_record = lambda r: _line(r, best)
-    console.print(f"[bold]{header}[/bold] → {session.rundir.path}")
-    if "offline" in {session.settings.provider, session.settings.outer_provider or session.settings.provider}:
-        console.print("[dim]researcher: offline stand-in (deterministic rules, not an LLM)[/dim]")
-    try:
-        summary = session.run()
-    except KeyboardInterrupt:
-        err.print(f"interrupted; nothing finished is lost. Continue with: python -m domains.train_opt.cli resume {session.rundir.path}")
-        raise typer.Exit(130) from None
-    finally:
-        session.close()  # whatever stopped the run (a full disk too), release the run directory's lock
-    report = write_report(session.rundir.path)
-    _final_table(summary)
-    best_file = session.rundir.path / "best_train.py"
-    if best_file.exists():
-        from domains.train_opt.target import diff
-
-        patch = diff((session.rundir.path / "original_train.py").read_text(), best_file.read_text())
-        console.print("[bold]best train.py vs. original[/bold]")
-        console.print(patch.rstrip() or "(unchanged)", markup=False, highlight=False)
-    if summary.get("stopped"):
-        console.print(f"[yellow]stopped: {summary['stopped']}[/yellow] — resume with: "
-                      f"python -m domains.train_opt.cli resume {session.rundir.path}")
-    console.print(f"report: {report}")
-    return summary
+def event_line(event: dict[str, Any]) -> str | None:
+    kind = event.get("type")
+    if kind == "config":
+        patch = event["patch"]
+        parts = [f"freeze {', '.join(patch['freeze'])}" if patch["freeze"] else "",
+                 f"unfreeze {', '.join(patch['unfreeze'])}" if patch["unfreeze"] else "",
+                 f"strategy {patch['strategy']}" if patch.get("strategy") else ""]
+        return (f"[bold]L1.5[/bold] after cycle {event['cycle']}: "
+                f"{escape('; '.join(p for p in parts if p) or 'guidance only')}")
+    if kind == "config_rejected":
+        return f"[bold]L1.5[/bold] after cycle {event['cycle']}: [yellow]patch rejected[/yellow] [dim]({escape(str(event['error'])[:100])})[/dim]"
+    if kind == "level15_verdict":
+        verdict = "[green]kept[/green]" if event["kept"] else "[yellow]reverted[/yellow]"
+        return (f"[bold]L1.5[/bold] patch of cycle {event['cycle']} {verdict}: cycle {event['governed']} gain/iteration "
+                f"{event['gain']:.6f} vs {event['parent_gain']:.6f}")
+    return None
 
 
-def _final_table(summary: dict[str, Any]) -> None:
+def show_summary(run_path: Path, summary: dict[str, Any]) -> None:
     fmt = lambda v: "-" if v is None else f"{v:.6f}"  # noqa: E731
     c = summary["counts"]
     table = Table(title="train_opt summary")
@@ -122,112 +89,54 @@ def _final_table(summary: dict[str, Any]) -> None:
         for m in summary["mechanisms"]:
             calls = ", ".join(f"{h} {n}" for h, n in m["hook_calls"].items()) or "0"
             worker = f"pid {m['worker_pid']}" if m.get("worker_pid") else "-"
-            mech.add_row(str(m["cycle"]), m["region"], worker, m["verdict"], fmt(m["score"]), fmt(m["parent_score"]),
-                         calls)
+            mech.add_row(str(m["cycle"]), escape(m["region"]), worker, m["verdict"], fmt(m["score"]),
+                         fmt(m["parent_score"]), escape(calls))
         console.print(mech)
         layers = next((m["sandbox"] for m in summary["mechanisms"] if m.get("sandbox")), None)
         if layers:
             console.print("sandbox: " + "; ".join(f"{k} {v}" for k, v in layers.items()), markup=False)
+    best_file = run_path / "best_train.py"
+    if best_file.exists():
+        from domains.train_opt.target import diff
+
+        patch = diff((run_path / "original_train.py").read_text(), best_file.read_text())
+        console.print("[bold]best train.py vs. original[/bold]")
+        console.print(patch.rstrip() or "(unchanged)", markup=False, highlight=False)
 
 
-def _guard(fn: Any) -> Any:
-    try:
-        return fn()
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-_LEVELS_HELP = "Comma list of levels: 1 (inner), 1.5 (config), 2 (mechanisms)."
-
-
-@app.command()
-def once(ctx: typer.Context) -> None:
-    """Run one baseline trial of the target and print its summary."""
-    from domains.train_opt.session import TrainSession
-
-    def go() -> None:
-        settings, run_dir = _settings(ctx, levels=("1",), inner_budget=0, outer_cycles=1)
-        _execute(TrainSession.start(settings, run_dir), header="train_opt once")
-
-    _guard(go)
-
-
-def _loop_command(ctx: typer.Context, *, levels: str, header: str, **options: Any) -> None:
-    from domains.train_opt.session import TrainSession, parse_levels
-
-    def go() -> None:
-        settings, run_dir = _settings(ctx, levels=parse_levels(levels), **options)
-        _execute(TrainSession.start(settings, run_dir), header=header)
-
-    _guard(go)
-
-
-@app.command()
-def run(
-    ctx: typer.Context,
-    inner_budget: int = typer.Option(10, help="Level-1 trials (after the baseline)."),
-    max_cost: float | None = typer.Option(None, help="Stop when LLM spend reaches this many USD."),
-    max_calls: int | None = typer.Option(None, help="Stop after this many LLM calls."),
-    noise_floor: float | None = typer.Option(None, help="Keep only gains larger than this (val_bpb)."),
-    wall_time: float | None = typer.Option(None, help="Stop after this many seconds."),
-    time_budget: float | None = typer.Option(None, help="Training seconds per trial."),
-    record_cassette: bool = typer.Option(False, help="Record every LLM call to RUN_DIR/cassette.jsonl."),
-) -> None:
-    """Level 1 only: propose → train → keep/discard, for --inner-budget trials."""
-    _loop_command(ctx, levels="1", header="train_opt run (Level 1)", inner_budget=inner_budget, outer_cycles=1,
-                  max_cost_usd=max_cost, max_calls=max_calls, noise_floor=noise_floor, wall_time_s=wall_time,
-                  time_budget=time_budget, record_cassette=record_cassette)
-
-
-@app.command()
-def bilevel(
-    ctx: typer.Context,
-    inner_budget: int = typer.Option(3, help="Level-1 trials per outer cycle."),
-    outer_cycles: int = typer.Option(3, help="Outer cycles (Level 2 acts from the second one)."),
-    levels: str = typer.Option("1,1.5,2", help=_LEVELS_HELP),
-    max_cost: float | None = typer.Option(None, help="Stop when LLM spend reaches this many USD."),
-    max_calls: int | None = typer.Option(None, help="Stop after this many LLM calls."),
-    noise_floor: float | None = typer.Option(None, help="Keep only gains larger than this (val_bpb)."),
-    wall_time: float | None = typer.Option(None, help="Stop after this many seconds."),
-    time_budget: float | None = typer.Option(None, help="Training seconds per trial."),
-    record_cassette: bool = typer.Option(False, help="Record every LLM call to RUN_DIR/cassette.jsonl."),
-) -> None:
-    """Levels 1 + 1.5 + 2 (choose with --levels): the inner loop, its config, and new mechanisms."""
-    _loop_command(ctx, levels=levels, header=f"train_opt bilevel (levels {levels})", inner_budget=inner_budget,
-                  outer_cycles=outer_cycles, max_cost_usd=max_cost, max_calls=max_calls, noise_floor=noise_floor,
-                  wall_time_s=wall_time, time_budget=time_budget, record_cassette=record_cassette)
-
-
-@app.command()
-def resume(
-    run_dir: Path = typer.Argument(..., help="The run directory to continue."),
-    max_cost: float | None = typer.Option(None, help="Raise the LLM spend limit (USD, whole run)."),
-    max_calls: int | None = typer.Option(None, help="Raise the LLM call limit (whole run)."),
-    wall_time: float | None = typer.Option(None, help="Change the wall-time limit (seconds, from this start)."),
-) -> None:
-    """Continue a stopped or killed run from its journal (no trial lost, none repeated)."""
-    from domains.train_opt.session import TrainSession
-
-    overrides = {"max_cost_usd": max_cost, "max_calls": max_calls, "wall_time_s": wall_time}
-    _guard(lambda: _execute(TrainSession.resume(run_dir, overrides), header="train_opt resume"))
-
-
-@app.command()
-def report(run_dir: Path = typer.Argument(..., help="The run directory to summarize.")) -> None:
-    """Write REPORT.md and val_bpb.png into the run directory."""
+def _write_report(run_path: Path) -> Path:
     from domains.train_opt.report import write_report
 
-    def go() -> None:
-        out = write_report(run_dir)
-        console.print(f"wrote {out} and {out.parent / 'val_bpb.png'}")
+    return write_report(run_path)
 
-    _guard(go)
+
+def _show_report(run_dir: Path) -> None:
+    out = _write_report(run_dir)
+    console.print(f"wrote {out} and {out.parent / 'val_bpb.png'}", markup=False)
+
+
+SPEC = DomainCli(
+    name="train_opt",
+    help="Improve a GPT training script's val_bpb with a bilevel autoresearch loop.",
+    session=_session, make_settings=_make_settings, inner_budget=3, outer_cycles=3,
+    write_report=_write_report, show_summary=show_summary, record_line=record_line, event_line=event_line,
+    show_report=_show_report, to_settings=_to_settings,
+    global_options=[
+        Opt("target_dir", Path | None, None, "An autoresearch-style clone (train.py + prepare.py); default: the bundled CPU harness."),
+        Opt("time_budget", float | None, None, "Training seconds per trial (bundled harness only)."),
+        Opt("data", Path | None, None, "A UTF-8 text file or folder to train on (bundled harness only)."),
+        Opt("threads", int | None, None, "CPU threads per trial (default: all cores)."),
+    ],
+    run_options=[Opt("noise_floor", float | None, None, "Keep only gains larger than this (val_bpb).")],
+    once_settings={"inner_budget": 0},
+)
+app = make_app(SPEC)
 
 
 def main() -> None:
+    """Console script ``bilevel-train``."""
     app()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

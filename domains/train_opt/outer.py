@@ -2,9 +2,10 @@
 
 The analyzer (an LLM, or the offline stand-in's fixed rules) sees trace statistics — per-parameter
 tries and keeps, repeated regions, crash rate, plateau length — and the recent trials. Its patch is
-validated by :func:`~domains.train_opt.config.apply_patch`; an invalid patch, or no answer at all
-(the provider failed after its retries), is journaled as rejected and the configuration stays as it
-was: the run goes on.
+validated by :func:`~core.search.apply_patch`; an invalid patch, or no answer at all (the provider
+failed after its retries), is journaled as rejected and the configuration stays as it was: the run
+goes on. Whether an applied patch is kept is decided by the schedule after the cycle it governs
+(:class:`core.schedule.BilevelRun`), which journals the verdict and restores the parent on a revert.
 """
 
 from __future__ import annotations
@@ -15,19 +16,13 @@ from typing import Any
 
 from core.errors import ConfigError, ProviderError
 from core.records import TrialRecord
+from core.search import ConfigPatch, SearchConfig, apply_patch
 from core.state import Journal
-from domains.train_opt.config import ConfigPatch, SearchConfig, apply_patch
 from domains.train_opt.offline import PURPOSE_ANALYZE
 from domains.train_opt.runner import load_prompt
 from domains.train_opt.trace import search_records, trace_stats
 
 log = logging.getLogger(__name__)
-
-
-def current_config(journal: Journal, initial: SearchConfig) -> SearchConfig:
-    """The configuration in force: the last journaled one, or ``initial``."""
-    event = journal.last("config")
-    return SearchConfig.model_validate(event["config"]) if event else initial
 
 
 def analyze_and_patch(*, client: Any, journal: Journal, config: SearchConfig, history: list[TrialRecord],

@@ -143,9 +143,10 @@ def test_once_runs_one_baseline_trial(cli, standin, tmp_path):
     assert (run_dir / "best_train.py").read_text() == (standin / "train.py").read_text()
 
 
-def test_run_is_level_1_only(cli, standin, tmp_path):
+def test_run_with_levels_1_is_level_1_only(cli, standin, tmp_path):
     run_dir = tmp_path / "run"
-    result = cli("--target-dir", standin, "--run-dir", run_dir, "run", "--inner-budget", "3")
+    result = cli("--target-dir", standin, "--run-dir", run_dir, "run", "--levels", "1", "--inner-budget", "3",
+                 "--outer-cycles", "1")
     assert result.exit_code == 0, result.stderr
     events = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
     assert sum(e["type"] == "trial" and e["loop"] == "inner" for e in events) == 4

@@ -1,0 +1,244 @@
+"""Level 2's one cycle-trial executor, and an installer per plug-in kind.
+
+Level 2 is the same :class:`~core.inner_loop.InnerLoopController` as Level 1, run over generated
+plug-ins. A candidate's ``payload`` is source code; :class:`CycleTrialExecutor` executes it the same
+way in every domain:
+
+1. load it through :class:`~core.loader.MechanismLoader` (content-hash file, policy lint, sandboxed
+   worker, contract check) — a failure is a ``crash`` record and the cycle runs with the parent set;
+2. hand it to the domain's :class:`Installer`, which puts it into the **running** inner loop(s) —
+   :class:`MechanismInstaller` attaches a mechanism, article_opt's installer injects a stage;
+3. run the next inner cycle under it and measure the cycle's gain per iteration
+   (:func:`cycle_gain`) against the parent's (the cycle before, run without it, same budget);
+4. ``settle``: kept → the installer journals it; otherwise the installer removes it (kill = revert).
+
+Its score is ``gain − parent_gain`` (:class:`GainOverParent`) and the keep rule is a pluggable
+:class:`~core.plugins.Decider`; the default, :class:`BeatsParent`, is today's rule for both outer
+levels: keep only when the cycle beat its parent. The comparison is conservative: later cycles start
+from a better incumbent, so a plug-in must beat diminishing returns to be kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from core.errors import MechanismError
+from core.inner_loop import InnerLoopController, hook_call_totals
+from core.loader import LoadContract, LoadedMechanism, MechanismLoader
+from core.plugins import Decider, Evaluator, ExecContext, Executor
+from core.records import (
+    EvalInput,
+    Evaluation,
+    ExecutionResult,
+    Proposal,
+    ProposalContext,
+    Status,
+    TrialRecord,
+)
+from core.state import RunDir
+
+log = logging.getLogger(__name__)
+LOOP = "mechanism"
+
+
+def cycle_gain(loops: Iterable[InnerLoopController], cycle: int) -> float | None:
+    """Mean over loops of the cycle's improvement of the incumbent score per iteration, signed so
+    that larger is better in every direction; ``None`` when no loop has a record in ``cycle``."""
+    gains = []
+    for ctl in loops:
+        recs = ctl.records(cycle)
+        if not recs:
+            continue
+        start = recs[0].best_before
+        end = recs[-1].best_after if recs[-1].best_after is not None else start
+        if start is None or end is None:
+            gains.append(0.0)
+            continue
+        gains.append(((end - start) if ctl.direction == "maximize" else (start - end)) / len(recs))
+    return round(sum(gains) / len(gains), 9) if gains else None
+
+
+class GainOverParent(Evaluator):
+    """Score of an outer candidate: its cycle's gain per iteration minus the parent cycle's."""
+
+    def evaluate(self, inp: EvalInput) -> Evaluation:
+        gain, parent = inp.metrics["gain"], inp.metrics["parent_gain"]
+        return Evaluation(score=round(gain - parent, 9), details={"gain": gain, "parent_gain": parent})
+
+
+class BeatsParent(Decider):
+    """Keep an outer candidate only when its cycle beat the parent's (score > 0)."""
+
+    def decide(self, score: float, incumbent: float | None, ctx: ProposalContext | None) -> bool:
+        return score > 1e-12
+
+
+class Installer(ABC):
+    """Puts one loaded plug-in of a kind into the running inner loop(s) and takes it out again."""
+
+    contract: LoadContract
+
+    @abstractmethod
+    def install(self, loaded: LoadedMechanism, proposal: Proposal, iteration: int, cycle: int) -> tuple[str, dict[str, Any]]:
+        """Install; return the name it runs under and detail for the record. Raise ``ValueError``,
+        ``TypeError`` or :class:`~core.errors.MechanismError` when it cannot be installed."""
+
+    @abstractmethod
+    def failure(self, name: str) -> str | None:
+        """Why ``name`` is no longer installed (a hook failed, a stage was ejected), else ``None``."""
+
+    @abstractmethod
+    def remove(self, name: str, loaded: LoadedMechanism, record: TrialRecord) -> None:
+        """Revert: take it out and kill its worker (``loaded``), journaled by the installer."""
+
+    @abstractmethod
+    def reinstall(self, loaded: LoadedMechanism, record: TrialRecord) -> None:
+        """On resume: install a design that was kept (same checks as :meth:`install`)."""
+
+    def kept(self, name: str, record: TrialRecord) -> None:  # noqa: B027 - optional
+        """Called when the design is kept."""
+
+    def cycle_metrics(self, name: str, cycle: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """Metrics and detail about ``name`` in ``cycle`` (e.g. how often it was called)."""
+        return {}, {}
+
+    def load_failed(self, proposal: Proposal, iteration: int, cycle: int, exc: BaseException) -> None:  # noqa: B027
+        """Called when a design failed to load or install (already a crash record)."""
+
+    def removed_since(self, record: TrialRecord) -> bool:
+        """True when a kept design was removed later (resume must not install it again)."""
+        return False
+
+    def reload_failed(self, record: TrialRecord, exc: BaseException) -> None:
+        """A kept design that no longer loads on resume: the run goes on with its parent set."""
+        log.warning("could not reload kept design from %s: %s", record.artifact, exc)
+
+
+class MechanismInstaller(Installer):
+    """Attaches a generated :class:`~core.mechanism.Mechanism` to the running Level-1 controller."""
+
+    def __init__(self, *, inner: InnerLoopController, run: RunDir, contract: LoadContract | None = None) -> None:
+        from core.loader import MECHANISM_CONTRACT
+
+        self.inner = inner
+        self.run = run
+        self.contract = contract or MECHANISM_CONTRACT
+
+    def install(self, loaded: LoadedMechanism, proposal: Proposal, iteration: int, cycle: int) -> tuple[str, dict[str, Any]]:
+        name = f"{loaded.name}#{iteration}"
+        try:
+            self.inner.attach(loaded.instance, name=name, origin="generated", digest=loaded.digest)
+        except (MechanismError, ValueError) as exc:
+            raise ValueError(f"attach: {exc}") from exc
+        return name, {"mechanism": name, "digest": loaded.digest, "hooks": list(loaded.hooks_overridden),
+                      "load_seconds": round(loaded.load_seconds, 3), "worker_pid": loaded.worker_pid,
+                      "sandbox": loaded.sandbox}
+
+    def failure(self, name: str) -> str | None:
+        if any(m.name == name for m in self.inner.mechanisms):
+            return None
+        return "mechanism was detached during the cycle (hook failure)"
+
+    def remove(self, name: str, loaded: LoadedMechanism, record: TrialRecord) -> None:
+        # detaching kills the worker: nothing of it keeps running
+        self.inner.detach(name, reason=f"reverted: {record.status.value} (cycle gain {record.metrics.get('gain')})")
+
+    def cycle_metrics(self, name: str, cycle: int) -> tuple[dict[str, float], dict[str, Any]]:
+        calls = hook_call_totals(self.inner.records(cycle)).get(name, {})
+        return {"hook_calls": float(sum(calls.values()))}, {"hook_calls": calls}
+
+    def removed_since(self, record: TrialRecord) -> bool:
+        detached = {e["name"] for e in self.run.journal.events("mechanism_detached", loop=self.inner.loop)}
+        return record.info.get("mechanism") in detached
+
+    def reinstall(self, loaded: LoadedMechanism, record: TrialRecord) -> None:
+        self.inner.attach(loaded.instance, name=f"{loaded.name}#{record.iteration}", origin="generated",
+                          digest=loaded.digest)
+
+    def reload_failed(self, record: TrialRecord, exc: BaseException) -> None:
+        # a kept mechanism that no longer loads (it hangs, or its file is gone) is detached and
+        # journaled; the run goes on with its parent mechanism set rather than hanging resume
+        name = str(record.info.get("mechanism") or record.artifact)
+        log.warning("could not restart kept mechanism %s: %s", name, exc)
+        self.run.journal.append({"type": "mechanism_detached", "loop": self.inner.loop,
+                                 "iteration": len(self.inner.history), "name": name, "hook": None,
+                                 "reason": f"reload on resume failed: {exc}"[:600],
+                                 "traceback_tail": getattr(exc, "traceback_tail", "")})
+
+
+class CycleTrialExecutor(Executor):
+    """Load → install → run one inner cycle → report the gain; ``settle`` keeps or removes it."""
+
+    def __init__(self, *, loader: MechanismLoader, installer: Installer, run_cycle: Callable[[int], None],
+                 gain: Callable[[int], float | None]) -> None:
+        self.loader = loader
+        self.installer = installer
+        self.run_cycle = run_cycle
+        self.gain = gain
+        self._current: tuple[str, LoadedMechanism] | None = None
+
+    def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
+        self._current = None
+        if proposal.origin == "baseline":  # the parent configuration's own cycle
+            self.run_cycle(ctx.cycle)
+            gain = self.gain(ctx.cycle) or 0.0
+            return ExecutionResult(status="ok", metrics={"gain": gain, "parent_gain": gain})
+        parent_gain = self.gain(ctx.cycle - 1) or 0.0
+        loaded = None
+        try:
+            loaded = self.loader.load(proposal.payload or "")
+            name, detail = self.installer.install(loaded, proposal, ctx.iteration, ctx.cycle)
+        except (MechanismError, ValueError, TypeError) as exc:
+            if loaded is not None:
+                self.loader.unload(loaded)
+            stage = getattr(exc, "stage", "install")
+            log.warning("design rejected at stage %s: %s", stage, exc)
+            self.installer.load_failed(proposal, ctx.iteration, ctx.cycle, exc)
+            tail = getattr(exc, "traceback_tail", "") or traceback.format_exc()[-2000:]
+            return ExecutionResult(status="crash", log_tail=tail,
+                                   detail={"error": f"load failed at {stage}: {exc}", "stage": stage,
+                                           "rule": getattr(exc, "rule", None)})
+        self._current = (name, loaded)
+        self.run_cycle(ctx.cycle)
+        gain = self.gain(ctx.cycle) or 0.0
+        extra_metrics, extra_detail = self.installer.cycle_metrics(name, ctx.cycle)
+        metrics = {"gain": gain, "parent_gain": parent_gain, **extra_metrics}
+        detail = {**detail, **extra_detail}
+        failure = self.installer.failure(name)
+        if failure is not None:
+            return ExecutionResult(status="crash", metrics=metrics, artifact=loaded.path,
+                                   detail={**detail, "error": failure})
+        return ExecutionResult(status="ok", metrics=metrics, artifact=loaded.path, detail=detail)
+
+    def settle(self, record: TrialRecord) -> None:
+        current, self._current = self._current, None
+        if current is None:
+            return
+        name, loaded = current
+        if record.status is Status.KEEP:
+            self.installer.kept(name, record)
+        else:
+            self.installer.remove(name, loaded, record)
+
+
+def reinstall_kept(level2: InnerLoopController, loader: MechanismLoader, installer: Installer, run: RunDir) -> None:
+    """On resume: load and install again every kept design not removed since, in the order kept."""
+    for record in level2.history:
+        if record.status is not Status.KEEP or record.proposal is None or record.proposal.is_baseline:
+            continue
+        if not record.artifact or installer.removed_since(record):
+            continue
+        try:
+            loaded = loader.load(run.abs(record.artifact).read_text(encoding="utf-8"))
+        except (OSError, MechanismError, ValueError) as exc:
+            installer.reload_failed(record, exc)
+            continue
+        try:
+            installer.reinstall(loaded, record)
+        except (MechanismError, ValueError, TypeError) as exc:
+            loader.unload(loaded)
+            installer.reload_failed(record, exc)

@@ -1,0 +1,87 @@
+"""What every run is defined by, whatever its domain: levels, providers, budgets, limits.
+
+A domain subclasses :class:`RunSettings` with its own fields (a target directory, the articles).
+Settings are saved as ``settings.json`` when a run starts, so ``resume`` needs no flags; ``resume``
+may change only :data:`RESUME_OVERRIDES` — the limits that stop a run, never what shapes its search.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import ConfigError
+
+Level = Literal["1", "1.5", "2"]
+LEVELS: tuple[Level, ...] = ("1", "1.5", "2")
+S = TypeVar("S", bound="RunSettings")
+
+# What `resume` may change: the limits that stop a run, never what shapes its search.
+RESUME_OVERRIDES = frozenset({"max_calls", "max_cost_usd", "wall_time_s", "request_timeout_s"})
+
+
+class RunSettings(BaseModel):
+    """Fields every domain shares. ``inner_budget`` / ``outer_cycles`` are also accepted under their
+    article-domain spellings ``max_inner`` / ``max_outer`` (old ``settings.json`` files too)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    levels: tuple[Level, ...] = LEVELS
+    provider: str = "offline"
+    model: str | None = None
+    outer_provider: str | None = None
+    outer_model: str | None = None
+    seed: int = 0
+    inner_budget: int = Field(default=3, ge=0, le=10_000, validation_alias=AliasChoices("inner_budget", "max_inner"))
+    outer_cycles: int = Field(default=3, ge=1, le=1_000, validation_alias=AliasChoices("outer_cycles", "max_outer"))
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_calls: int | None = Field(default=None, ge=0)
+    wall_time_s: float | None = Field(default=None, gt=0)
+    request_timeout_s: float | None = Field(default=None, gt=0)  # None: the provider's default
+    hook_timeout_s: float = Field(default=5.0, gt=0)
+    max_provider_failures: int = Field(default=3, ge=0)  # iterations lost to the provider in a row before a clean stop (0 = never)
+    record_cassette: bool = False
+
+    def client_ids(self) -> dict[str, tuple[str, str | None]]:
+        """(provider, model) per client level. Levels 1.5 and 2 share the outer provider, which
+        defaults to the inner one (and its model, unless an outer provider is named)."""
+        outer = self.pick(self.outer_provider, self.outer_model)
+        return {"inner": (self.provider, self.model), "outer": outer, "mechanism": outer}
+
+    def pick(self, provider: str | None, model: str | None) -> tuple[str, str | None]:
+        return (provider, model) if provider else (self.provider, model or self.model)
+
+    @property
+    def offline_researcher(self) -> bool:
+        """True when any level is answered by the offline stand-in (a report must say so)."""
+        return any(p.split(":", 1)[0] == "offline" for p, _ in self.client_ids().values())
+
+
+def parse_levels(text: str) -> tuple[Level, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in LEVELS]
+    if bad or "1" not in parts:
+        raise ConfigError(f"--levels {text!r} is invalid; use a comma list of 1, 1.5, 2 that includes 1 (e.g. 1,1.5,2)")
+    return tuple(dict.fromkeys(parts))  # type: ignore[return-value]
+
+
+def validate(model: type[S], values: dict[str, Any]) -> S:
+    """Build settings, turning the first validation error into a one-line :class:`ConfigError`."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {err['msg']}") from None
+
+
+def with_overrides(settings: S, changes: dict[str, Any]) -> tuple[S, dict[str, Any]]:
+    """``settings`` with ``changes`` (resume's limits) applied, and the changes that differ."""
+    unknown = sorted(set(changes) - RESUME_OVERRIDES)
+    if unknown:
+        raise ConfigError(f"resume cannot change {', '.join(unknown)}; only {', '.join(sorted(RESUME_OVERRIDES))}")
+    changes = {k: v for k, v in changes.items() if getattr(settings, k) != v}
+    if not changes:
+        return settings, {}
+    return validate(type(settings), settings.model_dump() | changes), changes
