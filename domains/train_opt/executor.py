@@ -4,6 +4,10 @@ The child runs in its own process group with a hard timeout; on overrun the whol
 SIGTERM, then SIGKILL, so no grandchild (a dataloader worker, a compiler) survives. API keys and
 other secrets are removed from its environment. Output goes to a log file (never a pipe that could
 fill up), and the result is read from the ``key: value`` lines after the last ``---``.
+
+While a trial runs, the log's tail is read about once a second and its latest progress line is
+handed to ``on_progress`` (:mod:`domains.train_opt.progress`): by default an updating terminal line
+with elapsed / remaining time and the latest loss, silent when the output is not a terminal.
 """
 
 from __future__ import annotations
@@ -16,17 +20,26 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from core.plugins import ExecContext, Executor
 from core.records import ExecutionResult, Proposal
 from core.state import atomic_write_text
 from domains.train_opt import target as tgt
+from domains.train_opt.progress import ProgressLine, TrialProgress, parse_progress
 
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _SUMMARY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(\S+)\s*$")
 LOG_TAIL_CHARS = 3000
 SUMMARY_WINDOW_CHARS = 64_000  # the summary block is the end of the log; a flood before it is not read
+PROGRESS_EVERY_S = 1.0
+PROGRESS_TAIL_BYTES = 4096
+# karpathy/autoresearch prints FAIL straight after its last \r progress line, so in the log it ends
+# that line ("step 00042 (3.1%) | loss: 9.1 | ... FAIL"): a FAIL is a line's last word.
+_FAIL = re.compile(r"(?:^|\s)FAIL\s*$", re.MULTILINE)
+ProgressCallback = Callable[[TrialProgress], None]
 
 
 def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -117,9 +130,38 @@ def reap_stale_trial(cwd: Path) -> None:
     marker.unlink(missing_ok=True)
 
 
+def _tail_bytes(path: Path, n: int = PROGRESS_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - n))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _wait(proc: subprocess.Popen, *, timeout_s: float, started: float, log_path: Path,
+          on_progress: ProgressCallback | None) -> int:
+    """``proc.wait`` with the same deadline, reporting progress about once a second."""
+    if on_progress is None:
+        return proc.wait(timeout=timeout_s)
+    deadline = started + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        try:
+            return proc.wait(timeout=min(PROGRESS_EVERY_S, left))
+        except subprocess.TimeoutExpired:
+            on_progress(parse_progress(_tail_bytes(log_path), elapsed_s=time.monotonic() - started,
+                                       timeout_s=timeout_s))
+
+
 def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
-                env: dict[str, str] | None = None) -> tuple[int | None, bool, float]:
-    """Run ``cmd``; return (exit code or None, timed out, seconds)."""
+                env: dict[str, str] | None = None,
+                on_progress: ProgressCallback | None = None) -> tuple[int | None, bool, float]:
+    """Run ``cmd``; return (exit code or None, timed out, seconds). ``on_progress`` gets the
+    trial's latest progress about once a second while it runs."""
     reap_stale_trial(cwd)
     started = time.monotonic()
     with open(log_path, "wb") as log:
@@ -128,7 +170,7 @@ def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         (Path(cwd) / PGID_FILE).write_text(str(proc.pid))
         try:
-            code = proc.wait(timeout=timeout_s)
+            code = _wait(proc, timeout_s=timeout_s, started=started, log_path=log_path, on_progress=on_progress)
             timed_out = False
         except subprocess.TimeoutExpired:
             kill_group(proc)
@@ -156,13 +198,16 @@ class TrainExecutor(Executor):
     """
 
     def __init__(self, *, workdir: Path, original: Path, command: list[str] | None = None, timeout_s: float,
-                 env: dict[str, str] | None = None, metric: str = "val_bpb") -> None:
+                 env: dict[str, str] | None = None, metric: str = "val_bpb",
+                 progress: ProgressLine | Literal["auto"] | None = "auto") -> None:
         self.workdir = Path(workdir)
         self.original = Path(original)
         self.command = command or [sys.executable, "train.py"]
         self.timeout_s = timeout_s
         self.env = dict(env or {})
         self.metric = metric
+        # "auto": an updating line on a terminal's stderr, nothing otherwise; None: no progress
+        self.progress = ProgressLine() if progress == "auto" else progress
 
     def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
         parent = (ctx.run_dir / ctx.incumbent) if ctx.incumbent else self.original
@@ -176,8 +221,15 @@ class TrainExecutor(Executor):
         atomic_write_text(ctx.trial_dir / "diff.patch", tgt.diff(parent_src, candidate))
         atomic_write_text(self.workdir / "train.py", candidate)
         log_path = ctx.trial_dir / "run.log"
-        code, timed_out, seconds = run_command(self.command, cwd=self.workdir, log_path=log_path,
-                                               timeout_s=self.timeout_s, env=self.env)
+        line = self.progress if self.progress is not None and self.progress.enabled else None
+        label = f"trial {ctx.iteration}"
+        try:
+            code, timed_out, seconds = run_command(
+                self.command, cwd=self.workdir, log_path=log_path, timeout_s=self.timeout_s, env=self.env,
+                on_progress=(lambda p: line.update(label, p)) if line is not None else None)
+        finally:
+            if line is not None:
+                line.close()
         rel = str(artifact.relative_to(ctx.run_dir))
         log_tail = read_tail(log_path)
         if timed_out:
@@ -185,7 +237,7 @@ class TrainExecutor(Executor):
                                    detail={"error": f"killed after {self.timeout_s:g}s"})
         metrics = parse_summary(read_tail(log_path, SUMMARY_WINDOW_CHARS))  # never the whole log: it may be GBs
         value = metrics.get(self.metric)
-        failed = re.search(r"^\s*FAIL\s*$", log_tail, re.MULTILINE) is not None
+        failed = _FAIL.search(log_tail) is not None
         if value is None or not math.isfinite(value):
             status = "fail" if failed else "crash"
             return ExecutionResult(status=status, metrics=metrics, artifact=rel, log_tail=log_tail, duration_s=seconds,
