@@ -57,7 +57,7 @@ class Judge:
         self.schema = JudgeScores if rubric is RUBRIC else scores_schema(rubric)
 
     def score(self, inp: JudgeInput) -> Evaluation:
-        messages = render("judge", rubric=inp.rubric.render(), article=inp.article)
+        messages = render("judge", document=inp.article, rubric=inp.rubric.render())
         reply = self.llm.structured(purpose=JUDGE_PURPOSE, schema=self.schema, messages=messages,
                                     context=inp.model_dump(mode="json"))
         scores = {name: float(getattr(reply, name).score) for name in inp.rubric.names}

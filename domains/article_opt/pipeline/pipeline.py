@@ -222,7 +222,7 @@ class Pipeline:
             return None
 
         def ask(instruction: str) -> Findings:
-            messages = render("custom_stage", stage=stage, instruction=instruction, article=article)
+            messages = render("custom_stage", document=article, stage=stage, instruction=instruction)
             return self.llm.structured(purpose=CUSTOM_PURPOSE, schema=Findings, messages=messages,
                                        context={"stage": stage, "instruction": instruction, "article": article})
         return ask

@@ -1,7 +1,9 @@
 """The five shipped stages: Analysis → Hypotheses → Planning → Assessment → Revision.
 
 Each is a small class with one method, ``run(ctx)``, that renders its prompt template and asks the
-inner model for its output model. The docstring of each says which parts of the
+inner model for its output model. The whole essay is sent only to the stage that reads all of it
+(analysis, as the leading ``document`` message providers cache); hypotheses work from the analysis,
+assessment sees the sections the plan touches, revision the part it revises. The docstring of each says which parts of the
 :class:`~domains.article_opt.pipeline.contract.StageContext` it reads. Output checks beyond the
 schema live in :mod:`.validate`; retries and failure handling live in :mod:`.pipeline`.
 """
@@ -80,14 +82,15 @@ class AnalysisStage(LLMStage):
     output = AnalysisOut
 
     def run(self, ctx: StageContext) -> AnalysisOut:
-        messages = render("analysis", article=ctx.article, lessons=bullet(ctx.lessons),
+        messages = render("analysis", document=ctx.article, lessons=bullet(ctx.lessons),
                           guidance=_guidance(ctx), retry=_retry(ctx))
         return self.ask(AnalysisOut, messages, {**self.base_context(ctx), "article": ctx.article})
 
 
 class HypothesesStage(LLMStage):
-    """Turns weaknesses into candidate changes. Reads: ``article``, ``outputs['analysis']``, section
-    headings, ``lessons``, ``guidance`` (and findings of any stage injected before it)."""
+    """Turns weaknesses into candidate changes. Reads: ``outputs['analysis']`` (its verbatim
+    evidence stands for the essay, which is not sent again), section headings, ``lessons``,
+    ``guidance`` (and findings of any stage injected before it)."""
 
     name = "hypotheses"
     description = "propose changes that would raise the scores"
@@ -98,7 +101,7 @@ class HypothesesStage(LLMStage):
         analysis = dict(ctx.outputs.get("analysis", {}))
         notes = notes_of(ctx)
         messages = render("hypotheses", sections=section_names(ctx), analysis=_dump(analysis), notes=_dump(notes),
-                          article=ctx.article, lessons=bullet(ctx.lessons), guidance=_guidance(ctx), retry=_retry(ctx))
+                          lessons=bullet(ctx.lessons), guidance=_guidance(ctx), retry=_retry(ctx))
         out = self.ask(HypothesesOut, messages, {**self.base_context(ctx), "analysis": analysis, "article": ctx.article,
                                                  "sections": section_names(ctx), "notes": notes})
         check_hypotheses(out, section_names(ctx))
@@ -126,8 +129,9 @@ class PlanningStage(LLMStage):
 
 
 class AssessmentStage(LLMStage):
-    """Approves or rejects each planned edit against the article. Reads: ``article``,
-    ``outputs['planning']``, findings of injected stages, ``guidance``."""
+    """Approves or rejects each planned edit against the article. Reads: ``article`` (only the
+    sections the plan's edits name are sent), ``outputs['planning']``, findings of injected stages,
+    ``guidance``."""
 
     name = "assessment"
     description = "approve or reject each planned edit"
@@ -137,7 +141,8 @@ class AssessmentStage(LLMStage):
     def run(self, ctx: StageContext) -> AssessmentOut:
         plan = dict(ctx.outputs.get("planning", {}))
         notes = notes_of(ctx)
-        messages = render("assessment", plan=_dump(plan), notes=_dump(notes), article=ctx.article,
+        messages = render("assessment", plan=_dump(plan), notes=_dump(notes), title=title(ctx.article),
+                          excerpt=touched_sections(ctx.article, plan.get("edits", [])),
                           guidance=_guidance(ctx), retry=_retry(ctx))
         out = self.ask(AssessmentOut, messages, {**self.base_context(ctx), "article": ctx.article,
                                                  "plan": plan, "notes": notes})
@@ -198,6 +203,14 @@ class RevisionStage(LLMStage):
         context = {**self.base_context(ctx), "heading": heading, "text": text, "edits": edits, "notes": notes,
                    "is_conclusion": is_last, "title": title(ctx.article), "article": ctx.article}
         return self.ask(SectionRevision, messages, context)
+
+
+def touched_sections(article: str, edits: list[dict[str, Any]]) -> str:
+    """The sections the edits name, verbatim and in order (the whole article if none matches)."""
+    named = {e.get("section") for e in edits}
+    picked = [s for s in split_sections(article) if s.heading in named]
+    text = join_sections(picked) if picked else article
+    return f"<<<TEXT\n{text.strip()}\nTEXT>>>"
 
 
 def approved_edits(ctx: StageContext) -> list[dict[str, Any]]:

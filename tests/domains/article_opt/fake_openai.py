@@ -98,7 +98,7 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
                 messages = body.get("messages", [])
                 title = _schema_title(messages, body.get("response_format"))
-                user = "\n".join(m["content"] for m in messages if m["role"] == "user")
+                user = "\n".join(m["content"] for m in messages if m["role"] != "assistant")  # the essay is a system turn
                 with server.lock:
                     server.requests.append(title)
                 try:
