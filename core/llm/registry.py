@@ -102,7 +102,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ProviderSpec(
             name="anthropic",
             wire="anthropic",
-            default_model="claude-sonnet-4-5",
+            default_model="claude-sonnet-4-6",  # 4-5 reaches end of life on 2026-11-30
             key_env="ANTHROPIC_API_KEY",
             key_required=True,
             base_url_env="ANTHROPIC_BASE_URL",
@@ -171,7 +171,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
 # (providers, model-name pattern, trait overrides), applied in order over the provider's defaults.
 MODEL_RULES: tuple[tuple[frozenset[str], re.Pattern[str], dict[str, object]], ...] = (
     # OpenAI reasoning models take max_completion_tokens (max_tokens is refused) and think first.
-    (frozenset({"openai", "openrouter"}), re.compile(r"^(openai/)?(o\d|gpt-5)"),
+    (frozenset({"openai", "openrouter"}), re.compile(r"^(openai/)?(o\d|gpt-([5-9]|\d\d))"),
      {"token_param": "max_completion_tokens", "reasoning": True, "timeout_s": 600.0}),
     # deepseek-reasoner returns its reasoning in a separate field and takes no JSON mode.
     (frozenset({"deepseek"}), re.compile(r"reasoner"),

@@ -141,9 +141,11 @@ def test_a_reasoning_model_that_spent_its_limit_thinking_says_so(fake_server, op
 def test_models_that_take_max_completion_tokens_get_it_instead_of_max_tokens(fake_server, openai_client):
     fake_server.script(fake_server.openai_reply("ok"))
     openai_client(model_id="openai:o4-mini", max_tokens=2000).complete(purpose="p", messages="go")
+    openai_client(model_id="openai:gpt-5.4-mini", max_tokens=2000).complete(purpose="p", messages="go")
     openai_client(model_id="openai:gpt-4o-mini", max_tokens=2000).complete(purpose="p", messages="go")
-    reasoning, plain = (r.body for r in fake_server.requests)
-    assert reasoning["max_completion_tokens"] == 2000 and "max_tokens" not in reasoning
+    reasoning, gpt5, plain = (r.body for r in fake_server.requests)
+    for body in (reasoning, gpt5):
+        assert body["max_completion_tokens"] == 2000 and "max_tokens" not in body
     assert plain["max_tokens"] == 2000 and "max_completion_tokens" not in plain
 
 

@@ -74,7 +74,7 @@ def test_key_is_found_in_a_dotenv_file_upward_of_the_cwd(isolated_cwd, monkeypat
     deep = isolated_cwd / "a" / "b"
     deep.mkdir(parents=True)
     monkeypatch.chdir(deep)
-    assert check_provider("anthropic") == ModelId("anthropic", "claude-sonnet-4-5")
+    assert check_provider("anthropic") == ModelId("anthropic", "claude-sonnet-4-6")
     client = make_client("anthropic")
     client.close()
 
