@@ -225,3 +225,100 @@ def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], *, level: float = 
     mb = xb[rng.integers(0, len(xb), size=(resamples, len(xb)))].mean(axis=1)
     lo, hi = np.quantile(ma - mb, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+# --- paired designs (same seed in both arms) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison of ``a - b`` over seeds: mean difference, its t-based CI, the paired t
+    test's and the Wilcoxon signed-rank test's two-sided p-values, and a bootstrap CI."""
+
+    n: int
+    mean_diff: float
+    ci: tuple[float, float] | None
+    t_p: float | None
+    wilcoxon_p: float | None
+    bootstrap_ci: tuple[float, float] | None
+
+
+def normal_two_sided_p(z: float) -> float:
+    return math.erfc(abs(z) / math.sqrt(2.0))
+
+
+def wilcoxon_p(diffs: Sequence[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value (normal approximation with tie and zero corrections,
+    Pratt's treatment of zeros dropped: zeros are discarded). ``None`` when every difference is 0."""
+    d = np.asarray([x for x in diffs if x != 0.0], dtype=float)
+    n = len(d)
+    if n == 0:
+        return None
+    order = np.argsort(np.abs(d), kind="mergesort")
+    ranks = np.empty(n)
+    absd = np.abs(d)[order]
+    i = 0
+    tie_term = 0.0
+    while i < n:
+        j = i
+        while j + 1 < n and absd[j + 1] == absd[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        t = j - i + 1
+        tie_term += t**3 - t
+        i = j + 1
+    w_plus = float(ranks[d > 0].sum())
+    mean_w = n * (n + 1) / 4.0
+    var_w = n * (n + 1) * (2 * n + 1) / 24.0 - tie_term / 48.0
+    if var_w <= 0:
+        return None
+    z = (w_plus - mean_w - math.copysign(0.5, w_plus - mean_w)) / math.sqrt(var_w)  # continuity correction
+    return normal_two_sided_p(z)
+
+
+def paired(a: Sequence[float], b: Sequence[float], *, level: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
+           seed: int = DEFAULT_SEED) -> Paired:
+    if len(a) != len(b):
+        raise ValueError("a paired comparison needs the same seeds in both arms")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n = len(d)
+    m = float(d.mean()) if n else float("nan")
+    ci = mean_ci(list(d), level) if n >= 2 else None
+    t_p = None
+    if n >= 2:
+        s = float(d.std(ddof=1))
+        t_p = 1.0 if s == 0 and m == 0 else (0.0 if s == 0 else t_two_sided_p(m / (s / math.sqrt(n)), n - 1))
+    boot = None
+    if n >= 2:
+        rng = np.random.default_rng(seed)
+        means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+        lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+        boot = (float(lo), float(hi))
+    return Paired(n=n, mean_diff=m, ci=ci, t_p=t_p, wilcoxon_p=wilcoxon_p(list(d)), bootstrap_ci=boot)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (family-wise error), ``None`` passed through."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(indexed)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def equivalent(diffs: Sequence[float], margin: float, *, alpha: float = 0.05) -> bool | None:
+    """TOST: is the mean paired difference within ±``margin``? Both one-sided t tests at ``alpha``."""
+    n = len(diffs)
+    if n < 2:
+        return None
+    d = np.asarray(diffs, dtype=float)
+    m, s = float(d.mean()), float(d.std(ddof=1))
+    if s == 0:
+        return abs(m) < margin
+    se = s / math.sqrt(n)
+    p_low = 1.0 - t_cdf((m + margin) / se, n - 1)
+    p_high = t_cdf((m - margin) / se, n - 1)
+    return max(p_low, p_high) < alpha

@@ -1,0 +1,193 @@
+"""Run the reference searches on the frozen cheap suite, with paired seeds; report regret.
+
+    python -m experiments.suite run --seeds 50 --trials 30 --out experiments/results/suite_pilot
+    python -m experiments.suite report experiments/results/suite_pilot
+
+A run appends one row per trial to ``trials.jsonl.gz`` (target, arm, seed, trial, configuration,
+measured value or crash, kept) — what every table is computed from — and is resumable: finished
+(target, arm, seed) runs are skipped. Seed ``s`` is the same training seed (measurement noise) and
+the same searcher seed in every arm, so arms are compared pairwise. Regret is the noise-free value
+of the configuration an arm ends with (its incumbent) minus the known optimum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from experiments import stats
+from experiments.suite import HELD_OUT, OPTIMUM, TARGETS, Crash, measure, space_for, true_value
+from experiments.suite.references import REFERENCES, make_searcher, run_search
+
+ROWS = "trials.jsonl.gz"
+
+
+def run_one(target: str, arm: str, seed: int, trials: int) -> list[dict[str, Any]]:
+    space = space_for(target)
+    start = dict(TARGETS[target]["start"])
+
+    def measure_config(config: dict[str, Any]) -> float | None:
+        try:
+            return measure(target, config, seed)
+        except Crash:
+            return None
+
+    history = run_search(make_searcher(arm, space, start, seed), start, measure_config, trials)
+    return [{"target": target, "arm": arm, "seed": seed, "trial": t.index, "config": t.config,
+             "value": t.value, "kept": t.kept} for t in history]
+
+
+def done_runs(out: Path) -> set[tuple[str, str, int]]:
+    path = out / ROWS
+    if not path.exists():
+        return set()
+    counts: dict[tuple[str, str, int], int] = defaultdict(int)
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a torn last line from an interrupted append
+            counts[(row["target"], row["arm"], row["seed"])] += 1
+    return set(counts)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = args.targets.split(",") if args.targets else list(TARGETS)
+    arms = args.arms.split(",")
+    for name in targets:
+        if name not in TARGETS:
+            print(f"error: unknown target {name!r}; choose from {', '.join(TARGETS)}", file=sys.stderr)
+            return 2
+    for arm in arms:
+        if arm not in REFERENCES:
+            print(f"error: unknown arm {arm!r}; choose from {', '.join(REFERENCES)}", file=sys.stderr)
+            return 2
+    settings = {"trials": args.trials, "seeds": args.seeds, "targets": targets, "arms": arms}
+    settings_path = out / "settings.json"
+    if settings_path.exists():
+        previous = json.loads(settings_path.read_text())
+        if previous["trials"] != args.trials:
+            print(f"error: {out} was run with --trials {previous['trials']}; use another --out", file=sys.stderr)
+            return 2
+    settings_path.write_text(json.dumps(settings, indent=1))
+    done = done_runs(out)
+    with gzip.open(out / ROWS, "at", encoding="utf-8") as fh:
+        for name in targets:
+            for arm in arms:
+                for seed in range(args.seeds):
+                    if (name, arm, seed) in done:
+                        continue
+                    rows = run_one(name, arm, seed, args.trials)
+                    fh.write("".join(json.dumps(r) + "\n" for r in rows))
+                fh.flush()
+                print(f"{name:8s} {arm:7s} {args.seeds} seeds done", flush=True)
+    return cmd_report(argparse.Namespace(out=str(out)))
+
+
+def load(out: Path) -> list[dict[str, Any]]:
+    rows = []
+    with gzip.open(out / ROWS, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
+    """Per (target, arm): per seed, the final regret, the crash count and the trials used."""
+    runs: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        runs[(row["target"], row["arm"], row["seed"])].append(row)
+    table: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
+    for (target, arm, seed), trials in runs.items():
+        kept = [t for t in trials if t["kept"]]
+        final = kept[-1]["config"] if kept else TARGETS[target]["start"]
+        start_value = true_value(target, TARGETS[target]["start"])
+        regret = true_value(target, final) - OPTIMUM
+        table[(target, arm)][seed] = {"regret": regret, "start_regret": start_value - OPTIMUM,
+                                      "crashes": sum(t["value"] is None for t in trials), "trials": len(trials)}
+    return table
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    rows = load(out)
+    table = summarize(rows)
+    targets = list(dict.fromkeys(t for t, _ in table))
+    arms = list(dict.fromkeys(a for _, a in table))
+    lines = ["# Cheap suite: reference searches (no LLM)", "",
+             f"Rows: `{ROWS}` ({len(rows)} trials). Regret = noise-free value of the final incumbent − known optimum "
+             f"({OPTIMUM}); lower is better. Held-out targets: {', '.join(HELD_OUT)}.", "",
+             "| target | arm | seeds | regret mean [95% CI] | start regret | crash rate |", "|---|---|---|---|---|---|"]
+    for target in targets:
+        for arm in arms:
+            per_seed = table.get((target, arm))
+            if not per_seed:
+                continue
+            regrets = [v["regret"] for v in per_seed.values()]
+            ci = stats.mean_ci(regrets)
+            crashes = sum(v["crashes"] for v in per_seed.values()) / max(1, sum(v["trials"] for v in per_seed.values()))
+            ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+            start = next(iter(per_seed.values()))["start_regret"]
+            lines.append(f"| {target} | {arm} | {len(regrets)} | {stats.mean(regrets):.4f} {ci_text} | {start:.3f} | {crashes:.1%} |")
+    lines += ["", "## Paired comparisons (same seeds), regret difference row − column arm, Holm-corrected", "",
+              "| target | comparison | n | mean diff [95% CI] | paired t p (Holm) | Wilcoxon p (Holm) |", "|---|---|---|---|---|---|"]
+    comparisons = []
+    for target in targets:
+        for i, a in enumerate(arms):
+            for b in arms[i + 1:]:
+                ta, tb = table.get((target, a), {}), table.get((target, b), {})
+                seeds = sorted(set(ta) & set(tb))
+                if len(seeds) >= 2:
+                    comparisons.append((target, a, b, stats.paired([ta[s]["regret"] for s in seeds],
+                                                                  [tb[s]["regret"] for s in seeds])))
+    t_holm = stats.holm([c[3].t_p for c in comparisons])
+    w_holm = stats.holm([c[3].wilcoxon_p for c in comparisons])
+    for (target, a, b, p), tp, wp in zip(comparisons, t_holm, w_holm, strict=True):
+        ci = f"[{p.ci[0]:+.4f}, {p.ci[1]:+.4f}]" if p.ci else ""
+        lines.append(f"| {target} | {a} − {b} | {p.n} | {p.mean_diff:+.4f} {ci} | {fmt(tp)} | {fmt(wp)} |")
+    (out / "REPORT.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+def fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.suite", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run reference searches on the suite (resumable)")
+    run.add_argument("--arms", default=",".join(REFERENCES))
+    run.add_argument("--targets", default="")
+    run.add_argument("--seeds", type=int, default=50)
+    run.add_argument("--trials", type=int, default=30)
+    run.add_argument("--out", required=True)
+    report = sub.add_parser("report", help="regenerate REPORT.md from the trial rows")
+    report.add_argument("out")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        if args.seeds < 1 or args.trials < 2:
+            print("error: --seeds must be >= 1 and --trials >= 2", file=sys.stderr)
+            return 2
+        return cmd_run(args)
+    if not (Path(args.out) / ROWS).exists():
+        print(f"error: {args.out} holds no {ROWS}; run `python -m experiments.suite run --out {args.out}` first",
+              file=sys.stderr)
+        return 2
+    return cmd_report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
