@@ -43,7 +43,7 @@ def run_train_opt(work: Path) -> None:
     clone = work / "clone"
     shutil.copytree(REPO / "tests" / "reliability" / "standin", clone, ignore=shutil.ignore_patterns("__pycache__"))
     session = TrainSession.start(
-        make_settings(target_dir=str(clone), inner_budget=3, outer_cycles=3, time_budget=1), work / "train_run"
+        make_settings(target_dir=str(clone), inner_budget=3, outer_cycles=3), work / "train_run"
     )
     try:
         session.run()
