@@ -39,6 +39,9 @@ TRUNCATED_NOTE = (
     "Give the same answer more briefly (shorter strings, no commentary)."
 )
 CHARS_PER_TOKEN = 4
+# Keywords OpenAI's strict mode refuses; a schema using them is sent with ``strict: false``.
+STRICT_UNSUPPORTED = frozenset({"minLength", "maxLength", "minProperties", "maxProperties", "uniqueItems",
+                                "contains", "patternProperties", "unevaluatedProperties"})
 
 _THINK_BLOCK = re.compile(r"<(think|thinking)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _THINK_CLOSE = re.compile(r"</(think|thinking)\s*>", re.IGNORECASE)
@@ -83,7 +86,7 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
         node = nodes.pop()
         if not isinstance(node, dict):
             continue
-        if "default" in node:
+        if "default" in node or STRICT_UNSUPPORTED & node.keys():
             return None
         if node.get("type") == "object":
             props = node.get("properties")

@@ -44,6 +44,16 @@ def test_openai_schema_with_optional_or_open_fields_is_sent_non_strict(fake_serv
     assert fmt["strict"] is False and fmt["schema"] == Plan.model_json_schema()
 
 
+def test_a_schema_with_keywords_strict_mode_refuses_is_sent_non_strict():
+    from core.llm.parsing import strict_schema
+
+    class Named(BaseModel):
+        name: str = Field(max_length=20)
+
+    assert strict_schema(Named.model_json_schema()) is None
+    assert strict_schema(Verdict.model_json_schema()) is not None
+
+
 def test_anthropic_forces_one_tool_whose_input_is_the_answer(fake_server, anthropic_client):
     fake_server.script(fake_server.anthropic_tool_reply("Verdict", {"score": 6.5, "reason": "dense"}))
     assert anthropic_client().structured(purpose="judge", schema=Verdict, messages="rate") == Verdict(
