@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.errors import LiveError
 from rich.live import Live
 from rich.text import Text
 
@@ -71,18 +72,24 @@ class ProgressLine:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self._live: Live | None = None
+        self._disabled = False
 
     @property
     def enabled(self) -> bool:
         return self.console.is_terminal
 
     def update(self, label: str, progress: TrialProgress) -> None:
-        if not self.enabled:
+        if not self.enabled or self._disabled:
             return
         line = Text(f"{label}: {progress.describe()}", style="dim")
         if self._live is None:
-            self._live = Live(line, console=self.console, transient=True, auto_refresh=False)
-            self._live.start()
+            live = Live(line, console=self.console, transient=True, auto_refresh=False)
+            try:
+                live.start()
+            except LiveError:  # the caller already shows a live display: stay out of its way
+                self._disabled = True
+                return
+            self._live = live
         self._live.update(line, refresh=True)
 
     def close(self) -> None:
