@@ -61,11 +61,14 @@ class Opt:
     help: str
     flags: tuple[str, ...] = ()
     key: str | None = None
+    argument: bool = False  # a positional argument instead of an option
 
     def parameter(self) -> inspect.Parameter:
-        flags = self.flags or ("--" + self.name.replace("_", "-"),)
-        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, annotation=self.annotation,
-                                 default=typer.Option(self.default, *flags, help=self.help))
+        if self.argument:
+            default = typer.Argument(self.default, help=self.help, show_default=False)
+        else:
+            default = typer.Option(self.default, *(self.flags or ("--" + self.name.replace("_", "-"),)), help=self.help)
+        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, annotation=self.annotation, default=default)
 
 
 @dataclass

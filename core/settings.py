@@ -73,6 +73,10 @@ def validate(model: type[S], values: dict[str, Any]) -> S:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
+        field = model.model_fields.get(str(err["loc"][0])) if err["loc"] else None
+        aliases = getattr(field.validation_alias, "choices", None) if field is not None else None
+        if aliases:  # name every spelling the user may have typed (--inner-budget / --max-inner)
+            where = f"{where} ({' / '.join('--' + str(a).replace('_', '-') for a in aliases)}; {', '.join(map(str, aliases))})"
         raise ConfigError(f"invalid setting {where}: {err['msg']}") from None
 
 

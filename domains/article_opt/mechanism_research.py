@@ -4,12 +4,12 @@ Level 2 is the same :class:`~core.inner_loop.InnerLoopController` as Level 1, ru
 
 * a candidate is a stage design — a name, where it goes (``after``) and its full Python source
   against :mod:`domains.article_opt.pipeline.contract` (:class:`StageDesigner`);
-* executing it (:class:`StageTrialExecutor`) writes the source to the run directory and takes it
-  through the core staged hot-loader with the stage contract (content-hash file → AST policy →
-  contract check in a child process on a probe article → import under a unique module name),
-  ``inject_stage(after=...)`` into the running pipeline, and runs the next inner cycle;
+* executing it is core's :class:`~core.level2.CycleTrialExecutor`: the source goes through the
+  loader with the stage contract (content-hash file → AST policy → sandboxed worker → contract
+  check on a probe article), :class:`StageInstaller` injects it (``inject_stage(after=...)``) into
+  the running pipeline, and the next inner cycle runs;
 * its score is that cycle's gain per iteration minus the parent's (the previous cycle, run without
-  it, same iteration budget): kept only if positive, otherwise ``settle`` removes it again.
+  it, same iteration budget): kept only if positive, otherwise the installer removes it again.
 
 The comparison with the previous cycle is conservative: later cycles start from a better article,
 so a stage must beat diminishing returns to be kept. Generated sources live only under the run
@@ -27,18 +27,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import MechanismError
-from core.loader import LoadContract, MechanismLoader
-from core.plugins import Decider, Evaluator, ExecContext, Executor, Proposer
-from core.records import (
-    EvalInput,
-    Evaluation,
-    ExecutionResult,
-    Proposal,
-    ProposalContext,
-    Status,
-    TrialRecord,
-)
+from core.level2 import Installer
+from core.loader import LoadContract, LoadedMechanism
+from core.plugins import Proposer
+from core.records import Proposal, ProposalContext, TrialRecord
 from core.state import Journal
 from domains.article_opt.pipeline import Pipeline
 from domains.article_opt.pipeline import contract as contract_module
@@ -93,7 +85,7 @@ class StageDesigner(Proposer):
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         tried = [{"name": r.proposal.region, "verdict": r.status.value, "score": r.score, "error": r.error[:200]}
-                 for r in ctx.history if r.proposal is not None and r.proposal.origin != "baseline"]
+                 for r in ctx.history if r.proposal is not None and not r.proposal.is_baseline]
         context = {"stages": self.pipeline.names, "dimensions": self.dimensions(), "tried": tried,
                    "feedback": list(ctx.feedback), "avoid": list(ctx.guidance.constraints.avoid_regions),
                    "iteration": ctx.iteration}
@@ -114,86 +106,60 @@ class StageDesigner(Proposer):
                         region=design.name, payload=design.source)
 
 
-class StageTrialExecutor(Executor):
-    """Load → inject → run one inner cycle → report the gain; ``settle`` keeps or removes the stage."""
+class StageInstaller(Installer):
+    """Injects a generated stage into the running pipeline after the stage its design names."""
 
-    def __init__(self, *, pipeline: Pipeline, loader: MechanismLoader, journal: Journal,
-                 run_cycle: Callable[[int], None], cycle_gain: Callable[[int], float | None],
-                 stage_calls: Callable[[str, int], int]) -> None:
+    contract = STAGE_CONTRACT
+
+    def __init__(self, *, pipeline: Pipeline, journal: Journal) -> None:
         self.pipeline = pipeline
-        self.loader = loader
         self.journal = journal
-        self.run_cycle = run_cycle
-        self.cycle_gain = cycle_gain
-        self.stage_calls = stage_calls
-        self._current: dict[str, Any] | None = None
 
-    def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
-        self._current = None
-        if proposal.origin == "baseline":  # the parent pipeline's own cycle
-            self.run_cycle(ctx.cycle)
-            gain = self.cycle_gain(ctx.cycle) or 0.0
-            return ExecutionResult(status="ok", metrics={"gain": gain, "parent_gain": gain})
-        parent_gain = self.cycle_gain(ctx.cycle - 1) or 0.0
+    def install(self, loaded: LoadedMechanism, proposal: Proposal, iteration: int, cycle: int) -> tuple[str, dict[str, Any]]:
         after = str(proposal.changes.get("after", "planning"))
-        loaded = None
-        try:
-            loaded = self.loader.load(proposal.payload or "", context=None)
-            self.pipeline.inject_stage(loaded.instance, after=after, digest=loaded.digest)
-        except (MechanismError, ValueError, TypeError) as exc:
-            if loaded is not None:
-                self.loader.unload(loaded)
-            stage = getattr(exc, "stage", "inject")
-            tail = getattr(exc, "traceback_tail", "") or traceback.format_exc()[-2000:]
-            self.journal.append({"type": "stage_load_failed", "loop": LOOP, "iteration": ctx.iteration,
-                                 "cycle": ctx.cycle, "name": proposal.changes.get("name"), "load_stage": stage,
-                                 "error": str(exc)[:600], "traceback_tail": tail})
-            return ExecutionResult(status="crash", log_tail=tail,
-                                   detail={"error": f"load failed at {stage}: {exc}", "load_stage": stage})
+        self.pipeline.inject_stage(loaded.instance, after=after, digest=loaded.digest)
         name = type(loaded.instance).name
-        self._current = {"name": name, "digest": loaded.digest, "path": loaded.path, "loaded": loaded}
-        self.journal.append({"type": "stage_injected", "loop": LOOP, "iteration": ctx.iteration, "cycle": ctx.cycle,
+        self.journal.append({"type": "stage_injected", "loop": LOOP, "iteration": iteration, "cycle": cycle,
                              "name": name, "after": after, "digest": loaded.digest, "path": loaded.path,
                              "pipeline": self.pipeline.names, "load_seconds": round(loaded.load_seconds, 3)})
-        self.run_cycle(ctx.cycle)
-        gain = self.cycle_gain(ctx.cycle) or 0.0
-        calls = self.stage_calls(name, ctx.cycle)
-        metrics = {"gain": gain, "parent_gain": parent_gain, "stage_calls": float(calls)}
-        detail = {"stage": name, "digest": loaded.digest, "path": loaded.path, "stage_calls": calls}
-        if self.pipeline.slot(name) is None:
-            ejected = self.journal.last("stage_ejected", stage=name)
-            reason = ejected["reason"] if ejected else "ejected"
-            return ExecutionResult(status="crash", metrics=metrics, artifact=loaded.path,
-                                   detail={**detail, "error": f"stage {name} was ejected: {reason}"})
-        return ExecutionResult(status="ok", metrics=metrics, artifact=loaded.path, detail=detail)
+        return name, {"stage": name, "digest": loaded.digest, "path": loaded.path}
 
-    def settle(self, record: TrialRecord) -> None:
-        current, self._current = self._current, None
-        if current is None:
-            return
-        name = current["name"]
-        if record.status is Status.KEEP:
-            self.journal.append({"type": "stage_kept", "loop": LOOP, "iteration": record.iteration,
-                                 "cycle": record.cycle, "name": name, "digest": current["digest"],
-                                 "stage_calls": record.metrics.get("stage_calls", 0)})
-            return
-        self.pipeline.remove_stage(name) if self.pipeline.slot(name) is not None else None
-        self.loader.unload(current["loaded"])
+    def failure(self, name: str) -> str | None:
+        if self.pipeline.slot(name) is not None:
+            return None
+        ejected = self.journal.last("stage_ejected", stage=name)
+        return f"stage {name} was ejected: {ejected['reason'] if ejected else 'ejected'}"
+
+    def cycle_metrics(self, name: str, cycle: int) -> tuple[dict[str, float], dict[str, Any]]:
+        calls = sum(int(e.get("calls", {}).get(name, 0)) for e in self.journal.events("pipeline_pass", cycle=cycle))
+        return {"stage_calls": float(calls)}, {"stage_calls": calls}
+
+    def load_failed(self, proposal: Proposal, iteration: int, cycle: int, exc: BaseException) -> None:
+        stage = getattr(exc, "stage", "inject")
+        tail = getattr(exc, "traceback_tail", "") or traceback.format_exc()[-2000:]
+        self.journal.append({"type": "stage_load_failed", "loop": LOOP, "iteration": iteration, "cycle": cycle,
+                             "name": proposal.changes.get("name"), "load_stage": stage, "error": str(exc)[:600],
+                             "traceback_tail": tail})
+
+    def kept(self, name: str, record: TrialRecord) -> None:
+        self.journal.append({"type": "stage_kept", "loop": LOOP, "iteration": record.iteration, "cycle": record.cycle,
+                             "name": name, "digest": record.info.get("digest"),
+                             "stage_calls": record.metrics.get("stage_calls", 0)})
+
+    def remove(self, name: str, loaded: LoadedMechanism, record: TrialRecord) -> None:
+        if self.pipeline.slot(name) is not None:
+            self.pipeline.remove_stage(name)
+        loaded.instance.close()  # revert = kill its worker
         self.journal.append({"type": "stage_reverted", "loop": LOOP, "iteration": record.iteration,
-                             "cycle": record.cycle, "name": name, "digest": current["digest"],
+                             "cycle": record.cycle, "name": name, "digest": record.info.get("digest"),
                              "status": record.status.value, "stage_calls": record.metrics.get("stage_calls", 0)})
 
+    def removed_since(self, record: TrialRecord) -> bool:
+        return record.info.get("stage") in {e["stage"] for e in self.journal.events("stage_ejected")}
 
-class GainOverParent(Evaluator):
-    """Score of a stage trial: its cycle's gain per iteration minus the parent cycle's (metrics only)."""
-
-    def evaluate(self, inp: EvalInput) -> Evaluation:
-        gain, parent = inp.metrics["gain"], inp.metrics["parent_gain"]
-        return Evaluation(score=round(gain - parent, 6), details={"gain": gain, "parent_gain": parent})
-
-
-class BeatsParent(Decider):
-    """Keep a stage only when its cycle beat the parent pipeline's (score > 0)."""
-
-    def decide(self, score: float, incumbent: float | None, ctx: ProposalContext) -> bool:
-        return score > 1e-9
+    def reinstall(self, loaded: LoadedMechanism, record: TrialRecord) -> None:
+        if type(loaded.instance).name in self.pipeline.names:
+            loaded.instance.close()
+            return
+        after = str(record.proposal.changes.get("after", "planning")) if record.proposal else "planning"
+        self.pipeline.inject_stage(loaded.instance, after=after, digest=loaded.digest)

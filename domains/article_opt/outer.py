@@ -5,7 +5,9 @@ per-dimension score trace and the stage failures from the journal, picks a strat
 ``reference_frameworks.md`` and writes per-stage prompt overrides. Overrides are validated (a known
 strategy, known stages, bounded length), merged with those of the last few cycles (the newest
 first, older ones kept while they fit), journaled as an ``outer_patch`` event and handed to the
-stages as ``ctx.guidance``. On resume the last patch is replayed from the journal.
+stages as ``ctx.guidance``. The schedule (:class:`core.schedule.BilevelRun`) scores each patch by the
+cycle it governs and reverts one that did not pay; on resume the configuration in force is replayed
+from the journal.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def dimension_summary(records: dict[str, list[TrialRecord]], cycle: int) -> dict
         kept = [r for r in history if r.status is Status.KEEP and r.details and r.cycle <= cycle]
         if not kept:
             continue
-        before = [r for r in kept if r.cycle < cycle or (r.proposal is not None and r.proposal.origin == "baseline")]
+        before = [r for r in kept if r.cycle < cycle or (r.proposal is not None and r.proposal.is_baseline)]
         start = before[-1] if before else kept[0]
         for dim, value in kept[-1].details.items():
             now.setdefault(dim, []).append(value)
@@ -140,14 +142,12 @@ class OuterAnalyzer:
         self.stage_names = stage_names  # a callable returning the pipeline's current stage names
         self.frameworks = frameworks or load_frameworks()
 
-    def done(self, cycle: int) -> bool:
-        return any(True for _ in self.journal.events("outer_patch", cycle=cycle)) or \
-            any(True for _ in self.journal.events("outer_rejected", cycle=cycle))
-
     def step(self, cycle: int, records: dict[str, list[TrialRecord]]) -> dict[str, str] | None:
         """Analyze, validate, journal; return the effective overrides (``None`` if the patch was
         rejected twice: the previous overrides stay)."""
-        history = list(self.journal.events("outer_patch"))
+        # a patch the schedule reverted (its cycle did not beat the one before) is not merged again
+        reverted = {e["cycle"] for e in self.journal.events("level15_verdict") if not e["kept"]}
+        history = [p for p in self.journal.events("outer_patch") if p["cycle"] not in reverted]
         context = {
             "cycle": cycle, "trace": score_trace(records), "dimensions": dimension_summary(records, cycle),
             "failures": stage_failures(self.journal), "stages": list(self.stage_names()),

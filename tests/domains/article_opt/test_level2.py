@@ -11,10 +11,11 @@ import pytest
 
 import domains.article_opt as package
 from core.errors import MechanismError
+from core.level2 import BeatsParent, GainOverParent
 from core.loader import MechanismLoader
 from core.records import EvalInput, Status
 from domains.article_opt.evaluator import RUBRIC
-from domains.article_opt.mechanism_research import LOOP, STAGE_CONTRACT, BeatsParent, GainOverParent
+from domains.article_opt.mechanism_research import LOOP, STAGE_CONTRACT
 from domains.article_opt.session import ArticleSession
 from domains.article_opt.stage_templates import TEMPLATES
 from domains.article_opt.stage_templates import render as render_template

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.plugins import Decider
+from domains.article_opt.evaluator import RUBRIC
 from domains.article_opt.offline import stages as offline_stages
 from domains.article_opt.outer import (
     KEEP_CYCLES,
@@ -80,14 +82,42 @@ def test_overrides_are_bounded_and_unknown_stages_rejected(make_session, swap_ha
     assert len(patch["overrides"]["revision"]) <= MAX_OVERRIDE_CHARS
 
 
+class KeepAll(Decider):
+    def decide(self, score: float, incumbent: float | None, ctx: Any) -> bool:
+        return True
+
+
 def test_overrides_are_replayed_on_resume(make_session, tmp_path) -> None:
     session = make_session(max_inner=1, max_outer=2, levels=("1", "1.5"), run_dir=tmp_path / "r")
+    session.outer_decider = KeepAll()  # this test is about replay: keep the patch whatever its cycle scored
     session.run()
     effective = dict(session.pipeline.overrides)
     session.close()
     resumed = ArticleSession.resume(tmp_path / "r")
     try:
         assert effective and resumed.pipeline.overrides == effective
+    finally:
+        resumed.close()
+
+
+def test_a_patch_whose_cycle_does_not_beat_the_one_before_is_reverted_and_stays_reverted_on_resume(
+        make_session, swap_handler, tmp_path) -> None:
+    flat = {d: {"score": 5.0, "reason": "flat"} for d in RUBRIC.names}
+    swap_handler("article.judge", lambda request: flat)  # no cycle gains: no patch can beat its parent
+    session = make_session(max_inner=1, max_outer=3, levels=("1", "1.5"), run_dir=tmp_path / "r")
+    session.run()
+    journal = session.rundir.journal
+    patches = list(journal.events("outer_patch"))
+    verdicts = list(journal.events("level15_verdict"))
+    assert [p["cycle"] for p in patches] == [0, 1] and [v["cycle"] for v in verdicts] == [0, 1]
+    assert all(not v["kept"] and v["governed"] == v["cycle"] + 1 and v["restored"] == {} for v in verdicts)
+    assert session.pipeline.overrides == {}
+    # the second patch is merged without the reverted first one
+    assert "(cycle 0)" not in "".join(patches[1]["effective"].values())
+    session.close()
+    resumed = ArticleSession.resume(tmp_path / "r")
+    try:
+        assert resumed.pipeline.overrides == {}
     finally:
         resumed.close()
 
