@@ -25,9 +25,13 @@ from experiments.suite import HELD_OUT, OPTIMUM, TARGETS, Crash, measure, space_
 from experiments.suite.references import REFERENCES, make_searcher, run_search
 
 ROWS = "trials.jsonl.gz"
+GROUP_NAMES = ("A", "B", "C", "D")
+ARMS = (*GROUP_NAMES, *REFERENCES)
 
 
 def run_one(target: str, arm: str, seed: int, trials: int) -> list[dict[str, Any]]:
+    if arm in GROUP_NAMES:
+        return run_llm_group(target, arm, seed, trials)
     space = space_for(target)
     start = dict(TARGETS[target]["start"])
 
@@ -40,6 +44,38 @@ def run_one(target: str, arm: str, seed: int, trials: int) -> list[dict[str, Any
     history = run_search(make_searcher(arm, space, start, seed), start, measure_config, trials)
     return [{"target": target, "arm": arm, "seed": seed, "trial": t.index, "config": t.config,
              "value": t.value, "kept": t.kept} for t in history]
+
+
+def run_llm_group(target: str, group: str, seed: int, trials: int) -> list[dict[str, Any]]:
+    """One bilevel run (offline researcher) with ``trials`` trials in all: the baseline plus
+    ``CYCLES`` cycles of equal size."""
+    import tempfile
+
+    from domains.train_opt import target as tgt
+    from experiments.suite.groups import run_group
+
+    budget, rest = divmod(trials - 1, CYCLES)
+    if rest:
+        raise ValueError(f"--trials minus the baseline must split into {CYCLES} equal cycles for the LLM groups")
+    names = space_for(target).names
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bilevel-suite-") as tmp:
+        run_dir = Path(tmp) / "run"
+        records = run_group(target, group, seed, cycles=CYCLES, budget=budget, run_dir=run_dir)
+        for r in records:
+            config = None
+            if r.artifact and (run_dir / r.artifact).is_file():
+                values = tgt.values((run_dir / r.artifact).read_text(encoding="utf-8"))
+                config = {k: values[k] for k in names}
+            elif r.proposal is not None and r.proposal.is_baseline:
+                config = dict(TARGETS[target]["start"])
+            rows.append({"target": target, "arm": group, "seed": seed, "trial": r.iteration, "config": config,
+                         "value": r.score, "kept": r.status.value == "keep", "status": r.status.value,
+                         "wasted": r.info.get("wasted"), "hook_calls": r.hook_calls})
+    return rows
+
+
+CYCLES = 3
 
 
 def done_runs(out: Path) -> set[tuple[str, str, int]]:
@@ -67,8 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: unknown target {name!r}; choose from {', '.join(TARGETS)}", file=sys.stderr)
             return 2
     for arm in arms:
-        if arm not in REFERENCES:
-            print(f"error: unknown arm {arm!r}; choose from {', '.join(REFERENCES)}", file=sys.stderr)
+        if arm not in ARMS:
+            print(f"error: unknown arm {arm!r}; choose from {', '.join(ARMS)}", file=sys.stderr)
             return 2
     settings = {"trials": args.trials, "seeds": args.seeds, "targets": targets, "arms": arms}
     settings_path = out / "settings.json"
@@ -110,12 +146,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dic
         runs[(row["target"], row["arm"], row["seed"])].append(row)
     table: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
     for (target, arm, seed), trials in runs.items():
-        kept = [t for t in trials if t["kept"]]
+        kept = [t for t in trials if t["kept"] and t["config"] is not None]
         final = kept[-1]["config"] if kept else TARGETS[target]["start"]
+        configs = [json.dumps(t["config"], sort_keys=True) for t in trials if t["config"] is not None and t["value"] is not None]
+        duplicates = len(configs) - len(set(configs))
+        wasted = duplicates + sum(1 for t in trials if t.get("wasted"))
         start_value = true_value(target, TARGETS[target]["start"])
         regret = true_value(target, final) - OPTIMUM
         table[(target, arm)][seed] = {"regret": regret, "start_regret": start_value - OPTIMUM,
-                                      "crashes": sum(t["value"] is None for t in trials), "trials": len(trials)}
+                                      "crashes": sum(t["value"] is None for t in trials), "trials": len(trials),
+                                      "wasted": wasted}
     return table
 
 
@@ -125,10 +165,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     table = summarize(rows)
     targets = list(dict.fromkeys(t for t, _ in table))
     arms = list(dict.fromkeys(a for _, a in table))
-    lines = ["# Cheap suite: reference searches (no LLM)", "",
+    lines = ["# Cheap suite: bilevel groups (offline stand-in researcher) and reference searches", "",
+             "Groups A (Level 1), B (1 + 1.5), C (1 + 1.5 + 2), D (1 + 2) use the **offline researcher** — a "
+             "deterministic rule-based stand-in, not an LLM; their figures say what the machinery does with it, "
+             "not what a language model would do. References: random, coordinate search, TPE, CMA-ES.", "",
              f"Rows: `{ROWS}` ({len(rows)} trials). Regret = noise-free value of the final incumbent − known optimum "
              f"({OPTIMUM}); lower is better. Held-out targets: {', '.join(HELD_OUT)}.", "",
-             "| target | arm | seeds | regret mean [95% CI] | start regret | crash rate |", "|---|---|---|---|---|---|"]
+             "| target | arm | seeds | regret mean [95% CI] | start regret | crash rate | wasted trials / run |",
+             "|---|---|---|---|---|---|---|"]
     for target in targets:
         for arm in arms:
             per_seed = table.get((target, arm))
@@ -139,7 +183,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             crashes = sum(v["crashes"] for v in per_seed.values()) / max(1, sum(v["trials"] for v in per_seed.values()))
             ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
             start = next(iter(per_seed.values()))["start_regret"]
-            lines.append(f"| {target} | {arm} | {len(regrets)} | {stats.mean(regrets):.4f} {ci_text} | {start:.3f} | {crashes:.1%} |")
+            wasted = stats.mean([v["wasted"] for v in per_seed.values()])
+            lines.append(f"| {target} | {arm} | {len(regrets)} | {stats.mean(regrets):.4f} {ci_text} | {start:.3f} | "
+                         f"{crashes:.1%} | {wasted:.2f} |")
     lines += ["", "## Paired comparisons (same seeds), regret difference row − column arm, Holm-corrected", "",
               "| target | comparison | n | mean diff [95% CI] | paired t p (Holm) | Wilcoxon p (Holm) |", "|---|---|---|---|---|---|"]
     comparisons = []
@@ -169,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.suite", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run reference searches on the suite (resumable)")
-    run.add_argument("--arms", default=",".join(REFERENCES))
+    run.add_argument("--arms", default=",".join(ARMS))
     run.add_argument("--targets", default="")
     run.add_argument("--seeds", type=int, default=50)
-    run.add_argument("--trials", type=int, default=30)
+    run.add_argument("--trials", type=int, default=31, help="trials per run, baseline included (LLM groups: 1 + 3 cycles)")
     run.add_argument("--out", required=True)
     report = sub.add_parser("report", help="regenerate REPORT.md from the trial rows")
     report.add_argument("out")
