@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -116,8 +115,9 @@ LOOP_OPTIONS = [
 class GlobalOptionsAnywhere(TyperGroup):
     """A group whose own options may also follow the command: they are moved in front of it."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        flags = {o: p for p in self.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        flags = {o: p for p in self.params if getattr(p, "param_type_name", "") == "option"
+                 for o in (*p.opts, *p.secondary_opts)}
         head: list[str] = []
         rest = list(args)
         while rest and rest[0].startswith("-"):  # options before the command, with their values

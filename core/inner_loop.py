@@ -148,8 +148,19 @@ class InnerLoopController:
         self.history.append(record)
         if record.status is Status.KEEP:
             self._incumbent = record
-        if record.proposal is None or not record.proposal.is_baseline:
+        if (record.proposal is None or not record.proposal.is_baseline) and not self._lost(record):
             self._per_cycle[record.cycle] += 1
+
+    def _lost(self, record: TrialRecord) -> bool:
+        """An iteration lost to the provider (no candidate was ever executed) does not use up the
+        cycle's budget: it is tried again, and an outage stops the run after
+        ``max_provider_failures`` in a row. With that stop switched off (0) it counts, so a
+        provider that never comes back cannot loop forever."""
+        return self.max_provider_failures > 0 and bool(record.info.get("provider_failure"))
+
+    def completed(self, cycle: int) -> int:
+        """Iterations of ``cycle`` that count against its budget (not the baseline, not lost ones)."""
+        return self._per_cycle[cycle]
 
     @property
     def incumbent_record(self) -> TrialRecord | None:
@@ -434,13 +445,18 @@ class InnerLoopController:
 
     def run_cycle(self, cycle: int, iterations: int, *, deadline: float | None = None,
                   on_record: Callable[[TrialRecord], None] | None = None) -> list[TrialRecord]:
-        """Run until ``cycle`` holds ``iterations`` non-baseline records (so a resumed cycle runs only
-        what is missing), or until ``deadline`` (a ``time.monotonic()`` value) has passed."""
+        """Run until ``cycle`` holds ``iterations`` counted records (:meth:`completed`: a resumed cycle
+        runs only what is missing), or until ``deadline`` (a ``time.monotonic()`` value) has passed."""
         while self._per_cycle[cycle] < iterations:
             if deadline is not None and time.monotonic() >= deadline:
                 log.info("loop %s: wall-time limit reached in cycle %d", self.loop, cycle)
                 break
-            record = self.step(cycle)
+            try:
+                record = self.step(cycle)
+            except ProviderOutage:
+                if on_record and self.history:  # the crash that triggered the stop is shown too
+                    on_record(self.history[-1])
+                raise
             if on_record:
                 on_record(record)
         return self.records(cycle)

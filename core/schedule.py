@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from core.domain import ConfigLevel, Domain, RunContext
-from core.errors import RunStopped, UserError
+from core.errors import ProviderOutage, RunStopped, UserError
 from core.inner_loop import InnerLoopController
 from core.level2 import LOOP, BeatsParent, CycleTrialExecutor, GainOverParent, cycle_gain, reinstall_kept
 from core.llm_client import Budget, UsageLedger, make_client
@@ -178,7 +178,7 @@ class BilevelRun:
                           on_record=lambda r, loop=ctl.loop: self._notify(loop, r))
 
     def _cycle_done(self, cycle: int) -> bool:
-        return all(len(ctl.records(cycle)) >= self.settings.inner_budget for ctl in self.loops.values())
+        return all(ctl.completed(cycle) >= self.settings.inner_budget for ctl in self.loops.values())
 
     # -- Level 1.5 -------------------------------------------------------------------------------
     def config_in_force(self, before_seq: int | None = None) -> Any:
@@ -242,7 +242,13 @@ class BilevelRun:
                     stopped = "wall-time limit reached"
                     break
                 if self.level2 is not None and not any(r.cycle == cycle for r in self.level2.history):
-                    record = self.level2.ensure_baseline(cycle=0) if cycle == 0 else self.level2.step(cycle)
+                    before = len(self.level2.history)
+                    try:
+                        record = self.level2.ensure_baseline(cycle=0) if cycle == 0 else self.level2.step(cycle)
+                    except ProviderOutage:
+                        if len(self.level2.history) > before:  # the designer's crash that triggered the stop
+                            self._notify(LOOP, self.level2.history[-1])
+                        raise
                     self._notify(LOOP, record)
                 self._inner_cycle(cycle)
                 if not self._cycle_done(cycle):

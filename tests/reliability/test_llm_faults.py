@@ -143,11 +143,13 @@ def test_a_fault_that_outlasts_retries_is_one_crash_record_and_the_run_goes_on(
     faults, evidence = LOST[case]
     researcher(faults, hold_s=1.0)
     summary = run(standin, tmp_path / "run", **LEVEL_1)
-    records = finished_then_resume_is_a_no_op(tmp_path / "run", plan, summary, 1 + INNER)
+    records = trials(journal_sound(tmp_path / "run"))
+    lost = [r for r in records if r.info.get("provider_failure")]  # tried again: they use up no budget
+    records = finished_then_resume_is_a_no_op(tmp_path / "run", plan, summary, 1 + INNER + len(lost))
     crashed = proposer_crashes(records)
     assert len(crashed) >= 1 and all(r.artifact is None for r in crashed), "a failed proposal ran a trial"
     assert evidence in crashed[0].error, crashed[0].error
-    assert sum(r.status in (Status.KEEP, Status.DISCARD) for r in records) == 1 + INNER - len(crashed)
+    assert sum(r.status in (Status.KEEP, Status.DISCARD) for r in records) == 1 + INNER - len(crashed) + len(lost)
 
 
 def test_refused_connections_during_an_outage_are_crash_records_then_the_run_recovers(
@@ -170,6 +172,17 @@ def test_a_long_provider_outage_stops_the_run_instead_of_burning_its_budget(
     records = trials(journal_sound(tmp_path / "run"))
     assert len(records) < 1 + 6, "the outage did not spend the whole trial budget"
     assert all(r.info.get("provider_failure") for r in records[-3:])
+    assert "HTTP" in summary["stopped"] or "onnect" in summary["stopped"], "the stop names the last failure"
+
+
+def test_iterations_lost_to_the_provider_do_not_use_up_the_trial_budget(
+        researcher, standin: Path, plan, tmp_path: Path):
+    researcher({i: "500" for i in range(3)})  # outlasts the retries of the first proposal only
+    summary = run(standin, tmp_path / "run", **LEVEL_1)
+    records = trials(journal_sound(tmp_path / "run"))
+    lost = [r for r in records if r.info.get("provider_failure")]
+    assert summary["complete"] and len(lost) == 1
+    assert sum(r.status in (Status.KEEP, Status.DISCARD) for r in records) == 1 + INNER, "a lost iteration cost a trial"
 
 
 # -- Levels 1.5 and 2 -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.records import Status, TrialRecord
 from domains.train_opt.cli import app
 
 STANDIN = Path(__file__).parent / "standin_target"
@@ -190,3 +191,111 @@ def test_resuming_a_finished_run_runs_nothing_again(cli, bilevel_run):
 def test_a_run_dir_that_holds_a_run_is_not_overwritten(cli, standin, bilevel_run):
     line = _one_line_error(cli("--target-dir", standin, "--run-dir", bilevel_run, "once"))
     assert "resume" in line
+
+
+# -- one CLI for every domain: global options anywhere, stops, markup, the seed -----------------------
+
+
+def test_global_options_after_the_command_are_accepted(cli, standin, tmp_path):
+    run_dir = tmp_path / "after"
+    result = cli("bilevel", "--inner-budget", "1", "--outer-cycles", "1", "--target-dir", standin,
+                 "--run-dir", run_dir, "--seed", "5")
+    assert result.exit_code == 0, result.stderr
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert settings["seed"] == 5 and settings["target_dir"] == str(standin) and settings["inner_budget"] == 1
+
+
+def test_budget_flags_keep_both_spellings(cli, standin, tmp_path):
+    run_dir = tmp_path / "spelled"
+    result = cli("--target-dir", standin, "--run-dir", run_dir, "run", "--levels", "1", "--max-inner", "1",
+                 "--max-outer", "1")
+    assert result.exit_code == 0, result.stderr
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert (settings["inner_budget"], settings["outer_cycles"]) == (1, 1)
+
+
+def test_run_without_levels_runs_every_level(cli, standin, tmp_path):
+    run_dir = tmp_path / "all"
+    result = cli("--target-dir", standin, "--run-dir", run_dir, "run", "--inner-budget", "1", "--outer-cycles", "2")
+    assert result.exit_code == 0, result.stderr
+    events = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+    assert any(e["type"] == "config" for e in events) and any(e.get("loop") == "mechanism" for e in events)
+
+
+def test_time_budget_with_a_target_dir_is_an_error_not_ignored(cli, standin):
+    line = _one_line_error(cli("--target-dir", standin, "--time-budget", "5", "once"))
+    assert "--time-budget" in line and "bundled" in line
+    _nothing_left_behind(cli.cwd)
+
+
+def test_resume_refuses_options_that_shape_the_search(cli, bilevel_run):
+    line = _one_line_error(cli("resume", bilevel_run, "--provider", "openai"))
+    assert "--provider" in line and "settings.json" in line
+
+
+def test_a_run_stopped_by_its_llm_budget_exits_75_and_resume_with_a_larger_budget_finishes(cli, standin, tmp_path):
+    run_dir = tmp_path / "budget"
+    result = cli("--target-dir", standin, "--run-dir", run_dir, "run", "--levels", "1", "--inner-budget", "3",
+                 "--outer-cycles", "1", "--max-calls", "1")
+    assert result.exit_code == 75, (result.stdout, result.stderr)
+    assert "stopped:" in result.stdout and "budget" in result.stdout and f"resume {run_dir}" in result.stdout
+    resumed = cli("resume", run_dir, "--max-calls", "100")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["complete"]
+
+
+def test_a_provider_outage_exits_75_and_prints_the_crashes_that_caused_it(cli, standin, tmp_path, monkeypatch):
+    from core.errors import ProviderError
+    from domains.train_opt import offline
+
+    def down(request):
+        raise ProviderError("HTTP 503 from [inner] upstream")
+
+    monkeypatch.setattr(offline, "propose", down)  # what the session registers for the proposer's purpose
+    try:
+        result = cli("--target-dir", standin, "--run-dir", tmp_path / "outage", "run", "--levels", "1",
+                     "--inner-budget", "5", "--outer-cycles", "1")
+    finally:
+        monkeypatch.undo()
+        offline.register()
+    assert result.exit_code == 75, (result.stdout, result.stderr)
+    crash_lines = [line for line in result.stdout.splitlines() if line.startswith("#") and " crash " in line]
+    assert len(crash_lines) == 3, result.stdout  # all three, the one that triggered the stop too
+    assert all("[inner]" in line for line in crash_lines), "rich markup ate the bracketed text"
+    assert "provider failed 3 iterations in a row" in result.stdout
+
+
+def test_record_lines_show_bracketed_text_literally():
+    from rich.text import Text
+
+    from core.records import Proposal
+    from domains.train_opt.cli import record_line
+
+    record = TrialRecord(loop="inner", iteration=3, cycle=0, status=Status.CRASH, error="[inner] [bold]boom[/bold]",
+                         proposal=Proposal(changes={"LR": 0.1}, region="[LR]"))
+    assert "[inner] [bold]boom[/bold]" in Text.from_markup(record_line("inner", record)).plain
+
+
+SEED_TARGET = '''import os
+
+LR = 0.5  # learning rate
+SEED = int(os.environ.get("BILEVEL_SEED", "42"))  # a target with its own seed constant reads the run's seed
+
+print("---")
+print(f"val_bpb: {(LR - 0.3) ** 2 + 1:.6f}")
+print(f"seed: {SEED}")
+'''
+
+
+@pytest.mark.parametrize("seeds", [(1, 2)])
+def test_two_runs_with_different_seeds_train_with_different_seeds(cli, tmp_path, seeds):
+    target = tmp_path / "seeded"
+    target.mkdir()
+    (target / "train.py").write_text(SEED_TARGET)
+    received = []
+    for seed in seeds:
+        run_dir = tmp_path / f"seed{seed}"
+        result = cli("--target-dir", target, "--run-dir", run_dir, "--seed", seed, "once")
+        assert result.exit_code == 0, result.stderr
+        received.append((run_dir / "trials" / "inner" / "00000" / "run.log").read_text().split("seed: ")[1].split()[0])
+    assert received == [str(s) for s in seeds]
