@@ -8,6 +8,9 @@ code's ``print`` goes nowhere and cannot interleave with replies), imports every
 kind needs and then locks itself in (:func:`core.sandbox.apply`): from then on it cannot import
 from, read or write the project tree.
 
+0. Right after the sandbox is applied, before any generated code runs, the worker sends
+   ``{"op": "sandbox", "layers": ..., "env_keys": ...}``: the state of each layer, which generated
+   code therefore cannot forge.
 1. ``{"op": "load", ...}``: compile the source as module ``bilevel_generated`` (the same name in
    every worker, so code cannot tell a check from the live load), find the one public subclass of
    the kind's base class, instantiate a *probe* instance and exercise it (the mechanism hooks on
@@ -170,10 +173,10 @@ def main() -> int:
 
     spec = sandbox.SandboxSpec(write_dir=os.getcwd(), limits=sandbox.Limits(**request["limits"]))
     layers = sandbox.apply(spec)
+    # the layer report goes out before any generated code runs, so that code cannot forge it
+    channel.send({"op": "sandbox", "layers": layers, "env_keys": sorted(os.environ)})
     serve = _import(kind["serve"])
     instance, reply = _load(request, kind)
-    reply["sandbox"] = layers
-    reply["env_keys"] = sorted(os.environ)
     channel.send(reply)
     if instance is None:
         return 0

@@ -91,6 +91,9 @@ class Worker:
     def __post_init__(self) -> None:
         self._proc: subprocess.Popen | None = None
         self._home: str | None = None
+        self._log: Any = None
+        self.layers: dict[str, str] = {}
+        self.env_keys: tuple[str, ...] = ()
         self._buffer = b""
         self._lock = threading.RLock()
         self.calls = 0
@@ -107,18 +110,27 @@ class Worker:
         except (TypeError, ValueError) as exc:
             raise MechanismError(f"contract: params or context are not JSON-serialisable: {exc}",
                                  stage="contract", rule="params-not-json") from exc
+        # <home>/work is the worker's cwd and its only writable folder; its stderr log lives beside it,
+        # where the worker cannot replace it, and is read back through the descriptor opened here
+        # (never by path: a path inside a folder the worker writes could be swapped for a link or a FIFO)
         self._home = tempfile.mkdtemp(prefix="bilevel-worker-")
-        log_path = Path(self._home) / "worker.log"
-        with open(log_path, "wb") as stderr:
-            self._proc = subprocess.Popen(
-                sandbox.worker_command(["-c", BOOTSTRAP, str(PROJECT_ROOT)]),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=self._home,
-                env=sandbox.worker_environment(self._home), start_new_session=True, close_fds=True,
-            )
+        work = Path(self._home) / "work"
+        work.mkdir(mode=0o700)
+        self._log = open(Path(self._home) / "worker.log", "w+b")  # noqa: SIM115 - kept until close()
+        self._proc = subprocess.Popen(
+            sandbox.worker_command(["-c", BOOTSTRAP, str(PROJECT_ROOT)]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=work,
+            env=sandbox.worker_environment(str(work)), start_new_session=True, close_fds=True,
+        )
         os.set_blocking(self._proc.stdin.fileno(), False)
         deadline = time.monotonic() + timeout_s
         try:
             self._send(request.encode() + b"\n", deadline)
+            layers = self._receive(deadline, what="load")
+            if layers.get("op") != "sandbox":
+                raise InvalidReply("the worker did not report its sandbox before loading")
+            self.layers = _short_strings(layers.get("layers"), "sandbox layers")
+            self.env_keys = _strings(layers.get("env_keys"), "env_keys", limit=200)
             reply = self._receive(deadline, what="load")
         except HookTimeout:
             raise MechanismError(
@@ -133,14 +145,18 @@ class Worker:
         except BaseException:
             self.close()
             raise
-        if not reply.get("ok"):
+        try:
+            info = rebuild_load_reply(reply, self.kind)
+        except InvalidReply as exc:
             self.close()
-            stage = str(reply.get("stage", "contract"))
-            rule = str(reply.get("rule", "unknown"))
-            raise MechanismError(f"{stage}: {rule}: {reply.get('error_type', '')}: {reply.get('message', '')}",
-                                 stage=stage, rule=rule, traceback_tail=str(reply.get("traceback", ""))[-TAIL_CHARS:])
-        self.info = reply
-        return reply
+            raise MechanismError(f"contract: bad-reply: {exc}", stage="contract", rule="bad-reply") from None
+        if not info["ok"]:
+            self.close()
+            raise MechanismError(f"{info['stage']}: {info['rule']}: {info['error_type']}: {info['message']}",
+                                 stage=info["stage"], rule=info["rule"], traceback_tail=info["traceback"])
+        info["sandbox"], info["env_keys"] = self.layers, list(self.env_keys)
+        self.info = info
+        return info
 
     @property
     def alive(self) -> bool:
@@ -156,6 +172,9 @@ class Worker:
             proc, self._proc = self._proc, None
             if proc is not None:
                 _kill(proc)
+            if self._log is not None:
+                self._log.close()
+                self._log = None
             if self._home:
                 shutil.rmtree(self._home, ignore_errors=True)
                 self._home = None
@@ -243,7 +262,7 @@ class Worker:
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
             reply = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # deep nesting is refused like any bad JSON
             self.close()
             raise InvalidReply(f"the worker's reply to {what} is not JSON") from exc
         if not isinstance(reply, dict):
@@ -264,10 +283,13 @@ class Worker:
         return WorkerDied(f"the worker ended without answering ({how})", stage="call", traceback_tail=tail)
 
     def log_tail(self) -> str:
-        if not self._home:
+        """The last :data:`TAIL_CHARS` bytes of the worker's stderr, read through the descriptor the
+        controller opened (a regular file outside the worker's reach), never by path."""
+        if self._log is None:
             return ""
         try:
-            return (Path(self._home) / "worker.log").read_bytes()[-TAIL_CHARS:].decode(errors="replace")
+            size = os.fstat(self._log.fileno()).st_size
+            return os.pread(self._log.fileno(), TAIL_CHARS, max(0, size - TAIL_CHARS)).decode(errors="replace")
         except OSError:
             return ""
 
@@ -287,6 +309,29 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         log.error("worker %d did not die after SIGKILL", proc.pid)
+    # the sandboxed interpreter is a grandchild (under unshare): wait until it has really exited
+    deadline = time.monotonic() + 5
+    while _group_running(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _group_running(pgid: int) -> bool:
+    """True while a process of group ``pgid`` is alive and not a zombie (Linux ``/proc``; else False)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 # -- rebuilding what comes back ----------------------------------------------------------------------
@@ -337,6 +382,40 @@ def _fields(value: Any, allowed: set[str], what: str) -> dict[str, Any]:
     if unknown:
         raise InvalidReply(f"{what}: unknown fields {sorted(unknown)[:5]}")
     return value
+
+
+def _short_strings(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > 20:
+        raise InvalidReply(f"{where}: expected an object of at most 20 entries")
+    return {_text(k, 50): _text(v, 200) for k, v in value.items()}
+
+
+NAME_CHARS = 100
+
+
+def rebuild_load_reply(value: Any, kind: WorkerKind) -> dict[str, Any]:
+    """The worker's answer to a load, rebuilt field by field: a failure's stage, rule and capped
+    message, or a success's name, class name, hooks (a subset of the kind's) and JSON params."""
+    data = _fields(value, {"ok", "name", "class_name", "hooks", "params", "stage", "rule", "error_type",
+                           "message", "traceback"}, "load reply")
+    if not isinstance(data.get("ok"), bool):
+        raise InvalidReply("load reply: 'ok' must be true or false")
+    if not data["ok"]:
+        stage = data.get("stage")
+        return {"ok": False, "stage": stage if stage in ("contract", "instantiate") else "contract",
+                "rule": _text(data.get("rule"), 120) or "unknown", "error_type": _text(data.get("error_type"), 100),
+                "message": _text(data.get("message"), 500), "traceback": _text(data.get("traceback"), TAIL_CHARS)}
+    name, class_name = _text(data.get("name"), NAME_CHARS), _text(data.get("class_name"), NAME_CHARS)
+    for label, text in (("name", name), ("class_name", class_name)):
+        if not text or not text.isprintable():
+            raise InvalidReply(f"load reply: {label} must be a non-empty printable string")
+    hooks = _strings(data.get("hooks"), "hooks", limit=len(kind.hooks))
+    if not set(hooks) <= set(kind.hooks):
+        raise InvalidReply(f"load reply: hooks must be among {list(kind.hooks)}")
+    params = data.get("params") or {}
+    if not isinstance(params, dict) or len(json.dumps(params)) > 10_000:
+        raise InvalidReply("load reply: params must be a JSON object under 10,000 characters")
+    return {"ok": True, "name": name, "class_name": class_name, "hooks": list(hooks), "params": params}
 
 
 def rebuild_proposal(value: Any, *, origin: str) -> Proposal:

@@ -24,12 +24,16 @@ landlock       the kernel's path-based access control (``ctypes`` over the raw s
                project root, so no ``.env``; no run directory; no ``/proc``). From ABI 4 TCP bind
                and connect are refused too; from ABI 6 signals to processes outside the sandbox.
 seccomp        a BPF filter (``prctl``; x86_64 and aarch64) refusing new processes (fork, vfork,
-               execve, non-thread clone), sockets, ptrace, leaving the process group (setsid,
-               setpgid), namespaces, mount, bpf, io_uring, ``kill``. Threads still work.
+               execve, non-thread clone), sockets, signals to any process (kill, tgkill, pidfd,
+               sigqueue), ptrace, leaving the process group (setsid, setpgid), file metadata
+               (chmod, chown, times, extended attributes, device nodes, handles — Landlock governs
+               reads and writes only), files created set-uid or set-gid, namespaces, mounts, keys,
+               bpf, io_uring. Threads still work. (A deny list: an allow list would be tighter.)
 =============  ====================================================================================
 
-What the layers do **not** promise: the worker may use up to its CPU and memory limits while it is
-alive (a mechanism that spins a thread between hook calls costs CPU until its CPU-second limit kills
+What the layers do **not** promise: the disk is not quota'd (``RLIMIT_FSIZE`` caps each file, not
+their number, so a worker can fill the temporary file system while it lives; its folder is removed on
+revert); the worker may use up to its CPU and memory limits while it is alive (a mechanism that spins a thread between hook calls costs CPU until its CPU-second limit kills
 it); without Landlock (old kernels) it can read files the controller's user can read, except that it
 is started from an empty folder with no secret in its environment; without user namespaces it shares
 the network stack, and only seccomp refuses sockets. Timeouts are enforced from outside by killing
@@ -232,20 +236,42 @@ def _landlock_allow(ruleset: int, path: str, access: int) -> None:
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _DENIED = {
     "x86_64": {
+        # sockets, new processes and programs, other processes
         "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53, "accept4": 288,
-        "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "kill": 62, "tkill": 200, "ptrace": 101,
-        "setpgid": 109, "setsid": 112, "chroot": 161, "mount": 165, "unshare": 272, "setns": 308,
-        "process_vm_readv": 310, "process_vm_writev": 311, "keyctl": 250, "bpf": 321, "perf_event_open": 298,
-        "userfaultfd": 323, "io_uring_setup": 425,
+        "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "kill": 62, "tkill": 200, "tgkill": 234,
+        "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_open": 434, "pidfd_send_signal": 424,
+        "pidfd_getfd": 438, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+        "setpgid": 109, "setsid": 112,
+        # file metadata (Landlock governs reads and writes, not modes, owners, times or attributes)
+        "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93, "lchown": 94,
+        "fchownat": 260, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197,
+        "lremovexattr": 198, "fremovexattr": 199, "utime": 132, "utimes": 235, "futimesat": 261,
+        "utimensat": 280, "mknod": 133, "mknodat": 259, "name_to_handle_at": 303, "open_by_handle_at": 304,
+        # the kernel's own machinery
+        "chroot": 161, "mount": 165, "umount2": 166, "pivot_root": 155, "unshare": 272, "setns": 308,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+        "keyctl": 250, "add_key": 248, "request_key": 249, "bpf": 321, "perf_event_open": 298,
+        "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
     },
     "aarch64": {
         "socket": 198, "socketpair": 199, "bind": 200, "listen": 201, "accept": 202, "connect": 203,
-        "accept4": 242, "execve": 221, "execveat": 281, "kill": 129, "tkill": 130, "ptrace": 117,
-        "setpgid": 154, "setsid": 157, "chroot": 51, "mount": 40, "unshare": 97, "setns": 268,
-        "process_vm_readv": 270, "process_vm_writev": 271, "keyctl": 219, "bpf": 280, "perf_event_open": 241,
-        "userfaultfd": 282, "io_uring_setup": 425,
+        "accept4": 242, "execve": 221, "execveat": 281, "kill": 129, "tkill": 130, "tgkill": 131,
+        "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240, "pidfd_open": 434, "pidfd_send_signal": 424,
+        "pidfd_getfd": 438, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+        "setpgid": 154, "setsid": 157,
+        "fchmod": 52, "fchmodat": 53, "fchmodat2": 452, "fchownat": 54, "fchown": 55, "setxattr": 5,
+        "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16,
+        "utimensat": 88, "mknodat": 33, "name_to_handle_at": 264, "open_by_handle_at": 265,
+        "chroot": 51, "mount": 40, "umount2": 39, "pivot_root": 41, "unshare": 97, "setns": 268,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+        "keyctl": 219, "add_key": 217, "request_key": 218, "bpf": 280, "perf_event_open": 241,
+        "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
     },
 }
+# Calls that create files, with the index of their mode argument: refused with a set-uid/set-gid bit.
+_MODE_ARG = {"x86_64": {"open": (2, 2), "creat": (85, 1), "openat": (257, 3), "mkdir": (83, 1), "mkdirat": (258, 2)},
+             "aarch64": {"openat": (56, 3), "mkdirat": (34, 2)}}
+S_ISUID_ISGID = 0o6000
 _CLONE = {"x86_64": 56, "aarch64": 220}
 _CLONE3 = 435
 CLONE_THREAD = 0x00010000
@@ -269,6 +295,14 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
     prog += [(BPF_JEQ_K, 0, 1, _CLONE3), (BPF_RET_K, 0, 0, RET_ERRNO | errno.ENOSYS)]  # libc falls back to clone
     for nr in denied:
         prog += [(BPF_JEQ_K, 0, 1, nr), (BPF_RET_K, 0, 0, eperm)]
+    for nr, arg in _MODE_ARG[machine].values():  # no set-uid / set-gid file can be created
+        prog += [
+            (BPF_JEQ_K, 0, 4, nr),
+            (BPF_LD_W_ABS, 0, 0, 16 + 8 * arg),       # low half of the mode argument
+            (BPF_JSET_K, 0, 1, S_ISUID_ISGID),
+            (BPF_RET_K, 0, 0, eperm),
+            (BPF_RET_K, 0, 0, RET_ALLOW),
+        ]
     prog += [
         (BPF_JEQ_K, 0, 3, _CLONE[machine]),
         (BPF_LD_W_ABS, 0, 0, 16),                     # low half of clone's flags (little-endian)

@@ -419,3 +419,101 @@ def test_the_proxy_is_what_the_controller_attaches(tmp_path: Path):
     controller.detach("hostile", reason="test")
     assert not controller.mechanisms and threading.active_count() >= 1
     controller.run.close()
+
+
+# -- found by red-teaming: the log, file metadata, signals, a forged load reply ----------------------------
+
+LOG_TRICKS = {
+    "symlink to a secret": "os.unlink('../worker.log'); os.symlink(SECRET, '../worker.log')",
+    "symlink in cwd": "os.symlink(SECRET, 'worker.log')",
+    "fifo": "os.mkfifo('../worker.log')",
+    "fifo in cwd": "os.mkfifo('worker.log')",
+    "endless stderr": "import sys\nwhile True:\n    sys.stderr.write(SECRET_TEXT * 1000)",
+}
+
+
+@pytest.mark.parametrize("trick", sorted(LOG_TRICKS))
+def test_a_worker_cannot_make_the_controller_read_or_block_on_its_log(tmp_path: Path, trick: str):
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SENTINEL)
+    prelude = (f"SECRET = {str(secret)!r}\nSECRET_TEXT = 'x'\n" + "try:\n"
+               + textwrap.indent(LOG_TRICKS[trick], "    ") + "\nexcept BaseException:\n    pass\nos._exit(3)\n")
+    started = time.monotonic()
+    with pytest.raises(MechanismError) as info:
+        MechanismLoader(tmp_path / "run", check_timeout_s=5).load(mechanism("pass", prelude=prelude))
+    assert time.monotonic() - started < 5 + MARGIN
+    assert SENTINEL not in str(info.value) and SENTINEL not in info.value.traceback_tail
+    assert len(info.value.traceback_tail) <= 2000
+
+
+METADATA = {
+    "chmod": "os.chmod(TARGET, 0o666)",
+    "chmod dir": "os.chmod(os.path.dirname(TARGET), 0)",
+    "chown": "os.chown(TARGET, 0, 0)",
+    "utime": "os.utime(TARGET, (0, 0))",
+    "setxattr": "os.setxattr(TARGET, 'user.pwn', b'1')",
+    "setuid file in own folder": "fd = os.open('payload', os.O_CREAT | os.O_WRONLY, 0o4755); os.close(fd)",
+    "setgid dir in own folder": "os.mkdir('d', 0o2755)",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(METADATA))
+def test_file_metadata_cannot_be_changed(tmp_path: Path, kind: str):
+    target = tmp_path / "victim.txt"
+    target.write_text("x")
+    os.chmod(target, 0o600)
+    before = os.stat(target)
+    body = f"TARGET = {str(target)!r}\n" + attempt(METADATA[kind])
+    text = run_guidance(tmp_path, mechanism(body))
+    after = os.stat(target)
+    assert (after.st_mode, after.st_mtime, after.st_uid) == (before.st_mode, before.st_mtime, before.st_uid)
+    assert os.stat(tmp_path).st_mode == os.stat(tmp_path).st_mode | 0o700
+    assert "DONE" not in text, text
+
+
+@pytest.mark.parametrize("call", ["tgkill", "rt_sigqueueinfo", "pidfd_open"])
+def test_no_signal_system_call_reaches_another_process(tmp_path: Path, call: str):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    numbers = {"tgkill": 234, "rt_sigqueueinfo": 129, "pidfd_open": 434}
+    if os.uname().machine != "x86_64":
+        pytest.skip("syscall numbers here are x86_64's")
+    try:
+        code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                f"rc = libc.syscall({numbers[call]}, {sleeper.pid}, {sleeper.pid}, 9, 0)\n"
+                "assert rc == 0, ctypes.get_errno()")
+        text = run_guidance(tmp_path, mechanism(attempt(code)))
+        time.sleep(0.1)
+        assert sleeper.poll() is None
+        assert "DONE" not in text, text
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+FORGED = {
+    "missing name": '{"ok": true}',
+    "hooks not a list": '{"ok": true, "name": "x", "class_name": "X", "hooks": 5}',
+    "unknown hook": '{"ok": true, "name": "x", "class_name": "X", "hooks": ["__del__"]}',
+    "deep nesting": "[" * 200000,
+    "a failure with a huge message": '{"ok": false, "stage": "policy", "message": "' + "m" * 5000 + '"}',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FORGED))
+def test_a_forged_load_reply_is_refused_as_a_bad_reply(tmp_path: Path, kind: str):
+    line = FORGED[kind] + "\n"
+    prelude = ("import stat\nfor fd in range(3, 20):\n    try:\n        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
+               f"            os.write(fd, {line.encode()!r})\n    except OSError:\n        pass\nos._exit(0)\n")
+    with pytest.raises(MechanismError) as info:
+        MechanismLoader(tmp_path / "run", check_timeout_s=10).load(mechanism("pass", prelude=prelude))
+    assert info.value.stage in ("contract", "instantiate")
+    assert len(str(info.value)) < 1200
+
+
+def test_a_well_formed_forgery_cannot_forge_the_sandbox_report(tmp_path: Path):
+    line = '{"ok": true, "name": "x", "class_name": "X", "hooks": [], "sandbox": {"landlock": "on (forged)"}}\n'
+    prelude = ("import stat\nfor fd in range(3, 20):\n    try:\n        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
+               f"            os.write(fd, {line.encode()!r})\n    except OSError:\n        pass\n")
+    with pytest.raises(MechanismError) as info:  # an unknown field ('sandbox') in a load reply is refused
+        MechanismLoader(tmp_path / "run", check_timeout_s=10).load(mechanism("pass", prelude=prelude))
+    assert info.value.rule == "bad-reply"

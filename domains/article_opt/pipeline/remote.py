@@ -9,10 +9,12 @@ whose ``run`` is one call to the worker, and whose result is validated again as 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
+from core.errors import MechanismError
 from core.host import Worker
 from domains.article_opt.pipeline.contract import Findings, SectionView, Stage, StageContext
 
@@ -66,5 +68,8 @@ class RemoteStage(Stage):
 
 def stage_proxy(worker: Worker, info: dict[str, Any]) -> RemoteStage:
     name = str(info["name"])
+    if not re.fullmatch(r"[a-z][a-z0-9_]{1,40}", name) or name == Stage.name:
+        raise MechanismError(f"contract: bad-reply: stage name {name[:60]!r} is not a snake_case identifier",
+                             stage="contract", rule="bad-reply")
     cls = type(f"RemoteStage_{name}", (RemoteStage,), {"name": name, "description": "generated (sandboxed)"})
     return cls(worker)
