@@ -1,0 +1,112 @@
+"""script_opt command line: ``python -m domains.script_opt.cli --target-dir DIR --cmd "python train.py"
+--metric loss [--metric-regex RE] [--maximize] [--params A,B] COMMAND``.
+
+Commands, flags and exit statuses are core's (:mod:`core.cli`); this module adds the script options
+and a line per trial.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from core.cli import DomainCli, Opt, console, make_app
+from core.errors import UserError
+from core.records import Status, TrialRecord
+
+_STYLE = {Status.KEEP: "green", Status.DISCARD: "white", Status.REJECTED: "yellow"}
+
+
+def _session() -> Any:
+    from domains.script_opt.session import ScriptSession
+
+    return ScriptSession
+
+
+def _make_settings() -> Any:
+    from domains.script_opt.session import make_settings
+
+    return make_settings
+
+
+def _to_settings(values: dict[str, Any]) -> dict[str, Any]:
+    values = dict(values)
+    for flag, example in (("target_dir", "--target-dir ./my_project"), ("cmd", '--cmd "python train.py"')):
+        if not values.get(flag):
+            raise UserError(f"--{flag.replace('_', '-')} is required: name it before or after the command, e.g. {example}")
+    values["direction"] = "maximize" if values.pop("maximize", False) else "minimize"
+    values["params"] = tuple(p.strip() for p in (values.get("params") or "").split(",") if p.strip())
+    if values.get("target_dir") is not None:
+        values["target_dir"] = str(values["target_dir"])
+    return values
+
+
+def record_line(loop: str, record: TrialRecord) -> str:
+    style = _STYLE.get(record.status, "red")
+    if loop == "mechanism":
+        what = "parent mechanism set" if record.proposal is None or record.proposal.is_baseline else record.proposal.region
+        note = f" [dim]({escape(record.error[:90])})[/dim]" if record.error else ""
+        return (f"[bold]L2[/bold]  c{record.cycle} {escape(what):<30} [{style}]{record.status.value}[/{style}] "
+                f"gain/iteration {record.metrics.get('gain', 0.0):.6g}{note}")
+    change = ", ".join(f"{k}={v!r}" for k, v in (record.proposal.changes if record.proposal else {}).items())
+    change = change or ("baseline" if record.proposal and record.proposal.is_baseline else "-")
+    score = f"{record.score:.6g}" if record.score is not None else "-"
+    note = f" [dim]({escape(record.error[:70])})[/dim]" if record.error and record.status is not Status.KEEP else ""
+    return (f"[bold]#{record.iteration:>3}[/bold] c{record.cycle} {escape(change):<36} {score:>12} "
+            f"[{style}]{record.status.value:<8}[/{style}] best {record.best_after}{note}")
+
+
+def event_line(event: dict[str, Any]) -> str | None:
+    if event.get("type") == "config":
+        return f"[bold]L1.5[/bold] after cycle {event['cycle']}: {escape(event['patch']['reason'])}"
+    if event.get("type") == "config_rejected":
+        return f"[bold]L1.5[/bold] after cycle {event['cycle']}: [yellow]rejected[/yellow] {escape(event['error'][:100])}"
+    if event.get("type") == "level15_verdict":
+        return f"[bold]L1.5[/bold] patch of cycle {event['cycle']} {'kept' if event['kept'] else 'reverted'}"
+    return None
+
+
+def show_summary(run_path: Path, summary: dict[str, Any]) -> None:
+    table = Table(title=f"script_opt: {summary['metric']} ({summary['direction']})")
+    for col in ("baseline", "best", "trials", "keep", "discard", "crash/fail/timeout"):
+        table.add_column(col, justify="right")
+    c = summary["counts"]
+    table.add_row(str(summary["baseline"]), str(summary["best"]), str(summary["iterations"]), str(c["keep"]),
+                  str(c["discard"]), str(c["crash"] + c["fail"] + c["timeout"]))
+    console.print(table)
+
+
+def _write_report(run_path: Path) -> Path:
+    return run_path / "summary.json"
+
+
+SPEC = DomainCli(
+    name="script_opt",
+    help="Tune the constants of any script that prints a metric, with a bilevel autoresearch loop.",
+    session=_session, make_settings=_make_settings, inner_budget=3, outer_cycles=3,
+    write_report=_write_report, show_summary=show_summary, record_line=record_line, event_line=event_line,
+    to_settings=_to_settings, once_settings={"inner_budget": 0},
+    global_options=[
+        Opt("target_dir", Path | None, None, "The directory holding the script (copied into the run)."),
+        Opt("cmd", str | None, None, 'The command a trial runs in the copy, e.g. "python train.py".'),
+        Opt("file", str | None, None, "The file whose constants are edited (default: the .py file --cmd runs)."),
+        Opt("metric", str, "score", "The metric's name in a 'metric: value' line of the output."),
+        Opt("metric_regex", str | None, None, "A regex whose first group is the metric (instead of a key line)."),
+        Opt("maximize", bool, False, "Higher is better (default: lower is better)."),
+        Opt("params", str | None, None, "Comma list of the constants to tune (default: every UPPER_CASE number)."),
+        Opt("trial_timeout", float, 600.0, "Seconds a trial may run before its process group is killed.",
+            key="trial_timeout_s"),
+    ],
+)
+app = make_app(SPEC)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
