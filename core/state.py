@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import JournalCorruptError, RunDirError
+from core.events import EventError, check_event
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,15 @@ class Journal:
     """Append-only JSON-lines journal.
 
     Each event is a dict with at least ``type``; the journal adds ``seq`` (0-based, dense) and
-    ``ts`` (UTC ISO time). Replay with :meth:`events`.
+    ``ts`` (UTC ISO time). A run's journal is ``typed``: an event whose type has a model in
+    :mod:`core.events` is validated against it when appended and when the journal is loaded (a bare
+    journal stores any JSON object). Replay with :meth:`events`.
     """
 
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+    def __init__(self, path: Path, *, fsync: bool = True, typed: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.typed = typed
         self._torn_at: int | None = None  # where a failed append's fragment starts, if not cut yet
         self._events: list[dict[str, Any]] = self._load()
 
@@ -95,6 +99,12 @@ class Journal:
                     f"journal {self.path} line {index + 1} is not valid JSON ({exc}); the file is damaged "
                     "in the middle: restore it from a backup or start a new --run-dir"
                 ) from exc
+            try:
+                if self.typed:
+                    check_event(event)
+            except EventError as exc:
+                raise JournalCorruptError(f"journal {self.path} line {index + 1}: {exc}; the file was edited or "
+                                          "written by another version: restore it or start a new --run-dir") from None
             events.append(event)
             good_bytes += len(line) + 1
         if raw and not raw.endswith(b"\n") and events and not trimmed:
@@ -141,6 +151,8 @@ class Journal:
         crash is harmless (they are re-derived on resume)."""
         if "type" not in event:
             raise ValueError("journal events need a 'type'")
+        if self.typed:
+            check_event(event)  # a type with a model in core.events is refused when it does not match it
         full = {"seq": len(self._events), "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
         full.update(event)
         line = (json.dumps(full, sort_keys=False, default=str, separators=(",", ":")) + "\n").encode()
@@ -193,7 +205,7 @@ class RunDir:
         self._lock_fh = None
         if lock:
             self._acquire_lock()
-        self.journal = Journal(self.path / JOURNAL_NAME, fsync=fsync)
+        self.journal = Journal(self.path / JOURNAL_NAME, fsync=fsync, typed=True)
 
     @classmethod
     def create(cls, path: Path | None = None, *, root: Path = DEFAULT_RUNS_ROOT, prefix: str = "run",

@@ -25,6 +25,7 @@ from core.records import TrialRecord
 from core.schedule import BilevelRun
 from core.settings import RunSettings, parse_levels, validate
 from core.state import RunDir, atomic_write_text
+from domains.article_opt import events as _events  # noqa: F401 - registers the article event models
 from domains.article_opt import lessons, offline
 from domains.article_opt.articles import resolve_article
 from domains.article_opt.evaluator import ArticleEvaluator, Judge

@@ -178,14 +178,14 @@ def test_atomic_write_json_is_readable_json(tmp_path: Path) -> None:
 # -- run directories --------------------------------------------------------------------------------
 def test_rundir_create_then_open_replays_the_journal(tmp_path: Path) -> None:
     with RunDir.create(tmp_path / "run", fsync=False) as run:
-        run.journal.append({"type": "trial", "i": 0})
+        run.journal.append({"type": "note", "i": 0})  # a run's journal is typed: "trial" needs a real record
         written = run.write_json("meta/info.json", {"k": "v"})
         assert run.rel(written) == "meta/info.json"
         assert run.read_json("meta/info.json") == {"k": "v"}
         assert run.trial_dir("inner", 7) == run.path / "trials" / "inner" / "00007"
         assert run.trial_dir("inner", 7).is_dir()
     with RunDir.open(tmp_path / "run") as reopened:
-        assert [e["i"] for e in reopened.journal.events("trial")] == [0]
+        assert [e["i"] for e in reopened.journal.events("note")] == [0]
 
 
 def test_rundir_create_without_path_makes_a_fresh_folder_under_root(tmp_path: Path) -> None:
@@ -242,3 +242,22 @@ def test_rundir_lock_refuses_a_second_process(tmp_path: Path) -> None:
 
     released = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert released.returncode == 0, released.stdout + released.stderr
+
+
+def test_a_run_journal_refuses_an_event_that_breaks_its_model_on_write(tmp_path: Path) -> None:
+    with RunDir.create(tmp_path / "run", fsync=False) as run:
+        with pytest.raises(ValueError, match="'level15_verdict': kept"):
+            run.journal.append({"type": "level15_verdict", "cycle": 0, "governed": 1, "kept": "maybe", "score": 0.0,
+                                "gain": 0.0, "parent_gain": 0.0, "decided_by": "x"})
+        with pytest.raises(ValueError, match="'stopped': .*unexpected|Extra inputs"):
+            run.journal.append({"type": "stopped", "loop": "inner", "iteration": 0, "reason": "r", "surprise": 1})
+        assert len(run.journal) == 0
+
+
+def test_a_run_journal_edited_by_hand_is_refused_on_replay(tmp_path: Path) -> None:
+    with RunDir.create(tmp_path / "run", fsync=False) as run:
+        run.journal.append({"type": "stopped", "loop": "inner", "iteration": 2, "reason": "budget"})
+    path = tmp_path / "run" / JOURNAL_NAME
+    path.write_text(path.read_text().replace('"iteration":2', '"iteration":-2'))
+    with pytest.raises(JournalCorruptError, match="line 1: journal event 'stopped': iteration"):
+        RunDir.open(tmp_path / "run")

@@ -164,3 +164,11 @@ def test_level2_runs_on_the_same_controller_with_the_library_tabu_list_attached(
     names = [r.proposal.region for r in session.level2.history if r.proposal and r.proposal.origin != "baseline"]
     assert len(names) == len(set(names)) == 2  # no design proposed twice
     assert any(r.hook_calls.get("tabu") for r in session.level2.history)
+
+
+def test_every_event_of_an_all_levels_article_run_has_a_typed_model(make_session) -> None:
+    from core.events import EVENTS
+
+    session = make_session(max_inner=1, max_outer=2)
+    session.run()
+    assert {e["type"] for e in session.rundir.journal.events()} <= set(EVENTS)

@@ -170,3 +170,10 @@ def test_the_cli_runs_all_levels_with_options_after_the_command(project: Path, t
     assert "L2" in result.stdout and "L1.5" in result.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["complete"] and summary["best"] <= summary["baseline"]
+
+
+def test_every_event_of_a_three_level_run_has_a_typed_model(three_levels):
+    from core.events import EVENTS
+
+    session, _, _ = three_levels
+    assert {e["type"] for e in session.rundir.journal.events()} <= set(EVENTS)

@@ -330,3 +330,25 @@ def test_sigkill_of_the_cli_leaves_no_trial_process_running(killed_and_resumed):
         f"the trial {killed_digest} kept running after its CLI was SIGKILLed and finished on its own; "
         "resume then ran it a second time alongside"
     )
+
+
+def test_group_c_writes_only_event_types_with_a_typed_model(group_c):
+    from core.events import EVENTS
+
+    session, _, _ = group_c
+    assert {e["type"] for e in session.rundir.journal.events()} <= set(EVENTS)
+
+
+def test_group_c_scores_each_level_1_5_patch_by_the_cycle_it_governs(group_c):
+    session, summary, _ = group_c
+    journal = session.rundir.journal
+    applied = [e["cycle"] for e in journal.events("config")]
+    verdicts = list(journal.events("level15_verdict"))
+    assert [v["cycle"] for v in verdicts] == applied and all(v["governed"] == v["cycle"] + 1 for v in verdicts)
+    gains = {e["cycle"]: e["gain"] for e in journal.events("cycle_end")}
+    for v in verdicts:
+        assert (v["gain"], v["parent_gain"]) == (gains[v["governed"]], gains[v["cycle"]])
+        assert v["kept"] == (v["gain"] > v["parent_gain"]) and v["kept"] == ("restored" not in v)
+    if verdicts and not verdicts[-1]["kept"]:  # a revert restores the configuration the patch replaced
+        assert session.inner.search.model_dump(mode="json") == verdicts[-1]["restored"]
+    assert [(v["cycle"], v["kept"]) for v in summary["config_verdicts"]] == [(v["cycle"], v["kept"]) for v in verdicts]
