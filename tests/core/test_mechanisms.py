@@ -12,9 +12,6 @@ import pytest
 
 from core.inner_loop import InnerLoopController
 from core.mechanism import Mechanism
-from core.plugins import ExecContext, Executor, MetricEvaluator, Proposer
-from core.records import ExecutionResult, Proposal, ProposalContext, Status, TrialRecord
-from core.state import RunDir
 from core.mechanisms import (
     LIBRARY,
     TEMPLATES,
@@ -23,8 +20,12 @@ from core.mechanisms import (
     StepSizeMechanism,
     TabuMechanism,
     build,
+    render_template,
+    template_source,
 )
-from core.mechanisms import render_template, template_source
+from core.plugins import ExecContext, Executor, MetricEvaluator, Proposer
+from core.records import ExecutionResult, Proposal, ProposalContext, Status, TrialRecord
+from core.state import RunDir
 
 NAMES = sorted(TEMPLATES)
 

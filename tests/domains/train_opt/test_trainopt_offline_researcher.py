@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from core.llm_client import make_client
+from core.mechanisms import TEMPLATES
 from core.records import Constraints, Guidance, Proposal, ProposalContext, Status, TrialRecord
 from core.state import RunDir
 from domains.train_opt import offline
 from domains.train_opt import target as tgt
 from domains.train_opt.config import SearchConfig, initial_config
 from domains.train_opt.mechanism_research import DesignReply, template_menu
-from core.mechanisms import TEMPLATES
 from domains.train_opt.outer import analyze_and_patch
 from domains.train_opt.runner import ChangeReply, LLMProposer
 from domains.train_opt.trace import diagnose
