@@ -183,7 +183,7 @@ class CycleTrialExecutor(Executor):
 
     def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
         self._current = None
-        if proposal.origin == "baseline":  # the parent configuration's own cycle
+        if proposal.is_baseline:  # the parent configuration's own cycle
             self.run_cycle(ctx.cycle)
             gain = self.gain(ctx.cycle) or 0.0
             return ExecutionResult(status="ok", metrics={"gain": gain, "parent_gain": gain})

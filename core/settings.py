@@ -55,7 +55,10 @@ class RunSettings(BaseModel):
     @property
     def offline_researcher(self) -> bool:
         """True when any level is answered by the offline stand-in (a report must say so)."""
-        return any(p.split(":", 1)[0] == "offline" for p, _ in self.client_ids().values())
+        from core.llm.registry import PROVIDERS
+
+        return any(getattr(PROVIDERS.get(p.split(":", 1)[0]), "wire", None) == "offline"
+                   for p, _ in self.client_ids().values())
 
 
 def parse_levels(text: str) -> tuple[Level, ...]:

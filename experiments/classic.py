@@ -187,7 +187,7 @@ class SearchSpace:
 
 
 def _search_records(history: Sequence[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in history if r.proposal is not None and r.proposal.origin != "baseline"]
+    return [r for r in history if r.proposal is not None and not r.proposal.is_baseline]
 
 
 class RandomProposer(Proposer):
@@ -227,7 +227,7 @@ class TPEProposer(Proposer):
         distributions = self.space.distributions()
         study = optuna.create_study(direction="minimize",
                                     sampler=TPESampler(seed=seed % 2**32, n_startup_trials=self.n_startup_trials))
-        baseline = next((r for r in history if r.proposal is not None and r.proposal.origin == "baseline"), None)
+        baseline = next((r for r in history if r.proposal is not None and r.proposal.is_baseline), None)
         told = [(self.baseline, baseline)] if baseline is not None else []
         told += [(dict(r.proposal.changes), r) for r in _search_records(history)]
         for config, record in told:

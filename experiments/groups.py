@@ -186,7 +186,7 @@ def journal_wall_s(run: RunDir) -> float:
 
 def trace(records: list[TrialRecord]) -> list[float | None]:
     """Best-so-far score after the baseline and after each search trial."""
-    baseline = next((r for r in records if r.proposal is not None and r.proposal.origin == "baseline"), None)
+    baseline = next((r for r in records if r.proposal is not None and r.proposal.is_baseline), None)
     best = baseline.score if baseline else None
     out = [best]
     for record in records:

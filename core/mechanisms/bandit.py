@@ -93,7 +93,7 @@ class BanditMechanism(Mechanism):
         for name in ctx.search.get("active_params", []) or []:
             pulls.setdefault(str(name), 0)
             rewards.setdefault(str(name), 0.0)
-        records = [r for r in ctx.history if r.proposal is not None and r.proposal.origin != "baseline"]
+        records = [r for r in ctx.history if r.proposal is not None and not r.proposal.is_baseline]
         if self.params["window"]:
             records = records[-self.params["window"]:]
         for record in records:

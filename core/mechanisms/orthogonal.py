@@ -84,7 +84,7 @@ class OrthogonalExplorationMechanism(Mechanism):
         """``(over-explored set, untried parameters least recently touched first)``; both empty
         when the search is not narrow or nothing else is left to try."""
         records: list[TrialRecord] = [
-            r for r in ctx.history if r.proposal is not None and r.proposal.origin != "baseline"
+            r for r in ctx.history if r.proposal is not None and not r.proposal.is_baseline
         ]
         window = records[-self.params["patience"]:]
         if len(window) < self.params["patience"] or any(r.kept for r in window):

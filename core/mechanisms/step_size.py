@@ -84,7 +84,7 @@ class StepSizeMechanism(Mechanism):
         return False if relative < self.params["min_gain"] else None
 
     def observe(self, record: TrialRecord) -> None:
-        if record.proposal is None or record.proposal.origin == "baseline":
+        if record.proposal is None or record.proposal.is_baseline:
             return
         p = self.params
         if record.status is Status.KEEP:

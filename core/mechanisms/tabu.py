@@ -93,7 +93,7 @@ class TabuMechanism(Mechanism):
 
     def observe(self, record: TrialRecord) -> None:
         proposal = record.proposal
-        if proposal is None or proposal.origin == "baseline":
+        if proposal is None or proposal.is_baseline:
             return
         region = _region(proposal)
         if record.status is Status.KEEP:

@@ -41,7 +41,7 @@ def extract(history: tuple[TrialRecord, ...], *, limit: int = MAX_LESSONS) -> li
     incumbent: TrialRecord | None = None
     for record in history:
         proposal = record.proposal
-        if proposal is not None and proposal.origin == "baseline":
+        if proposal is not None and proposal.is_baseline:
             incumbent = record if record.status is Status.KEEP else incumbent
             continue
         edits = (proposal.changes.get("plan") if proposal is not None else None) or []

@@ -27,10 +27,10 @@ def inner_loops(run: RunDir) -> list[str]:
 
 
 def article_summary(records: list[TrialRecord]) -> dict[str, Any]:
-    baseline = next((r for r in records if r.proposal is not None and r.proposal.origin == "baseline"), None)
+    baseline = next((r for r in records if r.proposal is not None and r.proposal.is_baseline), None)
     kept = [r for r in records if r.status is Status.KEEP]
     best = kept[-1] if kept else None
-    search = [r for r in records if r.proposal is None or r.proposal.origin != "baseline"]
+    search = [r for r in records if r.proposal is None or not r.proposal.is_baseline]
     return {
         "baseline": baseline.score if baseline else None,
         "baseline_dims": dict(baseline.details) if baseline else {},
@@ -50,7 +50,7 @@ def article_summary(records: list[TrialRecord]) -> dict[str, Any]:
 def stage_summary(run: RunDir) -> list[dict[str, Any]]:
     rows = []
     for record in _records(run, LOOP):
-        if record.proposal is None or record.proposal.origin == "baseline":
+        if record.proposal is None or record.proposal.is_baseline:
             continue
         verdict = {Status.KEEP: "kept", Status.DISCARD: "reverted"}.get(record.status, record.status.value)
         rows.append({

@@ -106,7 +106,7 @@ class PipelineExecutor(Executor):
     def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
         target = ctx.trial_dir / ARTIFACT
         rel = str(target.relative_to(ctx.run_dir))
-        if proposal.origin == "baseline":
+        if proposal.is_baseline:
             atomic_write_text(target, self.state.original)
             return ExecutionResult(status="ok", artifact=rel, detail={"sections_revised": []})
         article = self.state.incumbent_text(ctx.incumbent)

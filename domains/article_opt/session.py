@@ -114,7 +114,7 @@ class ArticleDomain(Domain):
         self.settings = settings
         self.clients = clients
         journal = run.journal
-        offline_only = all(c.provider in ("offline", "replay") for c in clients.values())
+        offline_only = all(not c.model_id.spec.needs_network for c in clients.values())
         timeout = settings.stage_timeout_s or (10.0 if offline_only else NETWORK_STAGE_TIMEOUT_S)
         self.pipeline = build_pipeline(clients["inner"], on_event=lambda e: journal.append(dict(e)),
                                        stage_timeout_s=timeout)

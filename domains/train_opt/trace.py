@@ -12,7 +12,7 @@ from core.records import Status, TrialRecord
 
 
 def search_records(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in history if r.proposal is not None and r.proposal.origin != "baseline"]
+    return [r for r in history if r.proposal is not None and not r.proposal.is_baseline]
 
 
 def param_stats(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,104 @@
+"""The one bilevel schedule (core.schedule.BilevelRun) through its smallest domain, script_opt:
+client settings, resume overrides, the cycle gain both outer levels are scored by, and a Level-2
+design that fails to load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import domains.script_opt.session as script_session
+from core.errors import ConfigError
+from core.level2 import BeatsParent, cycle_gain
+from core.records import Proposal, Status, TrialRecord
+from domains.script_opt.session import ScriptSession, make_settings
+
+SCRIPT = "X = 3.0  # the knob\nprint(f'loss: {(X - 1.2) ** 2:.6f}')\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    (path / "fn.py").write_text(SCRIPT)
+    return path
+
+
+def settings(project: Path, **values: Any):
+    return make_settings(target_dir=str(project), cmd="python fn.py", metric="loss", **values)
+
+
+def test_request_timeout_reaches_every_client_and_none_leaves_the_provider_default(project, tmp_path, monkeypatch):
+    seen: list[dict[str, Any]] = []
+    real = script_session.make_client
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(script_session, "make_client", spy)
+    ScriptSession.start(settings(project, request_timeout_s=123.0), tmp_path / "a").close()
+    assert {k["level"] for k in seen} == {"inner", "outer", "mechanism"}
+    assert all(k["timeout_s"] == 123.0 for k in seen)
+    seen.clear()
+    ScriptSession.start(settings(project), tmp_path / "b").close()
+    assert seen and all("timeout_s" not in k for k in seen)
+
+
+def test_resume_may_raise_limits_and_journals_the_change_but_not_reshape_the_search(project, tmp_path):
+    ScriptSession.start(settings(project, max_calls=1), tmp_path / "run").close()
+    session = ScriptSession.resume(tmp_path / "run", {"max_calls": 50, "max_cost_usd": None})
+    try:
+        assert session.settings.max_calls == 50
+        (changed,) = session.rundir.journal.events("settings_changed")
+        assert changed["changes"] == {"max_calls": 50} and changed["previous"] == {"max_calls": 1}
+    finally:
+        session.close()
+    with pytest.raises(ConfigError, match="resume cannot change seed"):
+        ScriptSession.resume(tmp_path / "run", {"seed": 3})
+
+
+def _record(loop: str, iteration: int, cycle: int, before: float, after: float) -> TrialRecord:
+    return TrialRecord(loop=loop, iteration=iteration, cycle=cycle, status=Status.DISCARD, proposal=Proposal(),
+                       best_before=before, best_after=after)
+
+
+class _Loop:
+    def __init__(self, direction: str, records: list[TrialRecord]) -> None:
+        self.direction = direction
+        self._records = records
+
+    def records(self, cycle: int) -> list[TrialRecord]:
+        return [r for r in self._records if r.cycle == cycle]
+
+
+def test_cycle_gain_is_per_iteration_signed_by_direction_and_averaged_over_loops():
+    down = _Loop("minimize", [_record("a", 1, 0, 1.0, 0.9), _record("a", 2, 0, 0.9, 0.8)])
+    up = _Loop("maximize", [_record("b", 1, 0, 5.0, 5.0), _record("b", 2, 0, 5.0, 5.4)])
+    assert cycle_gain([down], 0) == pytest.approx(0.1)
+    assert cycle_gain([up], 0) == pytest.approx(0.2)
+    assert cycle_gain([down, up], 0) == pytest.approx(0.15)
+    assert cycle_gain([down, up], 1) is None
+    assert BeatsParent().decide(0.01, None, None) and not BeatsParent().decide(0.0, None, None)
+
+
+def test_a_design_that_fails_to_load_is_a_crash_and_its_cycle_still_runs(project, tmp_path, monkeypatch):
+    from domains.script_opt import levels
+
+    real = levels.MechanismDesigner.propose
+
+    def broken(self, ctx):
+        proposal = real(self, ctx)
+        return proposal.model_copy(update={"payload": "import os\n" + proposal.payload})
+
+    monkeypatch.setattr(levels.MechanismDesigner, "propose", broken)
+    session = ScriptSession.start(settings(project, inner_budget=2, outer_cycles=2, levels=("1", "2")), tmp_path / "r")
+    try:
+        summary = session.run()
+    finally:
+        session.close()
+    design = session.level2.history[-1]
+    assert design.status is Status.CRASH and "load failed at policy" in design.error
+    assert summary["complete"] and len(session.inner.records(1)) == 2
