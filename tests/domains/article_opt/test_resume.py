@@ -100,3 +100,19 @@ def test_resume_after_sigkill_of_the_cli(tmp_path: Path, kill_after: int) -> Non
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _check_complete(run_dir, articles=2, max_inner=3, max_outer=3)
     assert (run_dir / "best" / "article1.md").is_file() and (run_dir / "best" / "article3.md").is_file()
+
+
+def test_a_run_stopped_by_its_call_budget_resumes_with_a_larger_one_and_finishes(make_session, tmp_path) -> None:
+    session = make_session(max_inner=2, max_outer=2, levels=("1", "1.5"), max_calls=6, run_dir=tmp_path / "r")
+    summary = session.run()
+    assert not summary["complete"] and "budget" in summary["stopped"]
+    session.close()
+    resumed = ArticleSession.resume(tmp_path / "r", {"max_calls": 10_000})
+    try:
+        finished = resumed.run()
+        assert finished["complete"] and finished["stopped"] is None
+        (changed,) = resumed.rundir.journal.events("settings_changed")
+        assert changed["changes"] == {"max_calls": 10_000} and changed["previous"] == {"max_calls": 6}
+        assert all(len(ctl.records(c)) == 2 for ctl in resumed.inner.values() for c in (0, 1))
+    finally:
+        resumed.close()
