@@ -80,7 +80,29 @@ def show_summary(run_path: Path, summary: dict[str, Any]) -> None:
 
 
 def _write_report(run_path: Path) -> Path:
-    return run_path / "summary.json"
+    """``REPORT.md``: the summary (from the journal, via the domain) and the diff of the best file."""
+    from core import editable
+    from core.state import RunDir, atomic_write_text
+    from domains.script_opt.session import summarize
+
+    with RunDir.open(run_path) as run:
+        summary = summarize(run, _make_settings()(**run.read_json("settings.json")))
+    original = next(run_path.glob("original_*"), None)
+    best = run_path / f"best_{original.name[9:]}" if original else None
+    lines = [f"# script_opt run report: {summary['metric']} ({summary['direction']})", "",
+             f"baseline {summary['baseline']} → best {summary['best']}; {summary['iterations']} trials, "
+             f"counts {summary['counts']}", "", "## Level 1.5 verdicts", ""]
+    lines += [f"- patch after cycle {v['cycle']}: {'kept' if v['kept'] else 'reverted'} (score {v['score']})"
+              for v in summary["config_verdicts"]] or ["(none)"]
+    lines += ["", "## Level 2 mechanisms", ""]
+    lines += [f"- cycle {m['cycle']}: {m['region']} {m['status']} (gain {m['gain']} vs {m['parent_gain']}; "
+              f"hook calls {m['hook_calls']})" for m in summary["mechanisms"]] or ["(none)"]
+    if original and best and best.is_file():
+        patch = editable.diff(original.read_text(encoding="utf-8"), best.read_text(encoding="utf-8"), original.name[9:])
+        lines += ["", "## Best vs. original", "", "```diff", patch.rstrip() or "(unchanged)", "```"]
+    out = run_path / "REPORT.md"
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    return out
 
 
 SPEC = DomainCli(

@@ -136,22 +136,7 @@ class ScriptDomain(Domain):
             shutil.copyfile(self.run.abs(self.inner.incumbent), self.run.path / f"best_{self.original.name[9:]}")
 
     def summarize(self) -> dict[str, Any]:
-        inner = self.inner.history
-        baseline = next((r for r in inner if r.proposal and r.proposal.is_baseline), None)
-        search = [r for r in inner if r.proposal is None or not r.proposal.is_baseline]
-        level2 = [TrialRecord.model_validate(e["record"]) for e in self.run.journal.events("trial", loop="mechanism")]
-        totals = hook_call_totals(inner)
-        return {
-            "metric": self.settings.metric, "direction": self.settings.direction,
-            "baseline": baseline.score if baseline else None, "best": self.inner.best_score,
-            "iterations": len(search), "counts": {s.value: sum(r.status is s for r in search) for s in Status},
-            "config_verdicts": [{k: e[k] for k in ("cycle", "kept", "score")}
-                                for e in self.run.journal.events("level15_verdict")],
-            "mechanisms": [{"cycle": r.cycle, "region": r.proposal.region, "status": r.status.value,
-                            "gain": r.metrics.get("gain"), "parent_gain": r.metrics.get("parent_gain"),
-                            "hook_calls": totals.get(r.info.get("mechanism", ""), {})}
-                           for r in level2 if r.proposal is not None and not r.proposal.is_baseline],
-        }
+        return summarize(self.run, self.settings)
 
 
 class ScriptSession(BilevelRun):
@@ -165,3 +150,24 @@ class ScriptSession(BilevelRun):
     @property
     def inner(self) -> InnerLoopController:
         return self.domain.inner
+
+
+def summarize(run: RunDir, settings: ScriptSettings) -> dict[str, Any]:
+    """Figures of a run, from its journal alone."""
+    inner = [TrialRecord.model_validate(e["record"]) for e in run.journal.events("trial", loop="inner")]
+    level2 = [TrialRecord.model_validate(e["record"]) for e in run.journal.events("trial", loop="mechanism")]
+    baseline = next((r for r in inner if r.proposal and r.proposal.is_baseline), None)
+    search = [r for r in inner if r.proposal is None or not r.proposal.is_baseline]
+    kept = [r.score for r in inner if r.status is Status.KEEP and r.score is not None]
+    totals = hook_call_totals(inner)
+    return {
+        "metric": settings.metric, "direction": settings.direction,
+        "baseline": baseline.score if baseline else None,
+        "best": (min(kept) if settings.direction == "minimize" else max(kept)) if kept else None,
+        "iterations": len(search), "counts": {s.value: sum(r.status is s for r in search) for s in Status},
+        "config_verdicts": [{k: e[k] for k in ("cycle", "kept", "score")} for e in run.journal.events("level15_verdict")],
+        "mechanisms": [{"cycle": r.cycle, "region": r.proposal.region, "status": r.status.value,
+                        "gain": r.metrics.get("gain"), "parent_gain": r.metrics.get("parent_gain"),
+                        "hook_calls": totals.get(r.info.get("mechanism", ""), {})}
+                       for r in level2 if r.proposal is not None and not r.proposal.is_baseline],
+    }

@@ -177,3 +177,12 @@ def test_every_event_of_a_three_level_run_has_a_typed_model(three_levels):
 
     session, _, _ = three_levels
     assert {e["type"] for e in session.rundir.journal.events()} <= set(EVENTS)
+
+
+def test_report_writes_the_summary_and_the_diff_of_the_best_script(three_levels):
+    session, summary, _ = three_levels
+    (session.rundir.path / "REPORT.md").unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["report", str(session.rundir.path)])
+    assert result.exit_code == 0, result.stderr
+    report = (session.rundir.path / "REPORT.md").read_text()
+    assert f"best {summary['best']}" in report and "## Level 1.5 verdicts" in report and "```diff" in report
