@@ -21,7 +21,7 @@ def test_a_second_cli_on_a_running_run_dir_refuses_and_never_writes(standin: Pat
     env = cli_env(STANDIN_SLEEP="0.4")
     first = subprocess.Popen(
         [sys.executable, "-m", "domains.train_opt.cli", "--target-dir", str(standin), "--run-dir", str(run_dir),
-         "run", "--inner-budget", "4"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "run", "--levels", "1", "--inner-budget", "4", "--outer-cycles", "1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not (run_dir / "journal.jsonl").exists():
