@@ -69,8 +69,8 @@ SEED = 42  # parameter init and data order (BILEVEL_SEED in the environment over
 # Setup
 # ---------------------------------------------------------------------------
 
-RUN_SEED = training_seed(SEED)
-torch.manual_seed(RUN_SEED)
+run_seed = training_seed(SEED)
+torch.manual_seed(run_seed)
 torch.set_num_threads(int(os.environ.get("BILEVEL_THREADS") or os.cpu_count() or 1))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cuda":
@@ -256,15 +256,15 @@ num_params = sum(p.numel() for p in model.parameters())
 compiled = DEVICE.type == "cuda" and os.environ.get("BILEVEL_COMPILE", "1") != "0"
 step_fn = torch.compile(model, dynamic=False) if compiled else model
 untimed_steps = 2 if compiled else 0
-loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device=DEVICE, seed=RUN_SEED)
+loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device=DEVICE, seed=run_seed)
 steps_planned = planned_steps(model.flops_per_token(), TOTAL_BATCH_SIZE) if BUDGET_MODE == "flops" else 0
 print(f"corpus: {load_corpus()[1]}")
 print(f"device: {DEVICE.type} | threads: {torch.get_num_threads()} | params: {num_params / 1e6:.2f}M")
 print(f"width: {model_dim()} | depth: {DEPTH} | windows: {model.windows} | grad accum: {accum}")
 if BUDGET_MODE == "flops":
-    print(f"budget: {FLOP_BUDGET:.3g} training FLOPs = {steps_planned} steps | seed: {RUN_SEED}")
+    print(f"budget: {FLOP_BUDGET:.3g} training FLOPs = {steps_planned} steps | seed: {run_seed}")
 else:
-    print(f"time budget: {TIME_BUDGET}s | seed: {RUN_SEED}")
+    print(f"time budget: {TIME_BUDGET}s | seed: {run_seed}")
 
 step = 0
 training_time = 0.0
@@ -338,5 +338,5 @@ print(f"total_tokens_M: {total_tokens / 1e6:.3f}")
 print(f"num_steps: {step}")
 print(f"num_params_M: {num_params / 1e6:.3f}")
 print(f"depth: {DEPTH}")
-print(f"seed: {RUN_SEED}")
-print(f"budget_mode: {BUDGET_MODE}")
+print(f"seed: {run_seed}")
+print(f"budget_flops: {FLOP_BUDGET if BUDGET_MODE == 'flops' else 0:.4g}")  # 0: a wall-clock budget

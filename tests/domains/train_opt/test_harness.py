@@ -34,6 +34,8 @@ SUMMARY_KEYS = (
     "num_steps",
     "num_params_M",
     "depth",
+    "seed",  # the training seed the run used (BILEVEL_SEED, else train.py's SEED)
+    "budget_flops",  # the fixed-compute budget; 0 for a wall-clock budget
 )
 REQUIRED_CONSTANTS = (
     "DEPTH",
@@ -293,7 +295,7 @@ def test_time_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     prepare = _load_prepare(monkeypatch)
     assert prepare.TIME_BUDGET == prepare.DEFAULT_TIME_BUDGET
     monkeypatch.setenv("BILEVEL_TIME_BUDGET", "2.5")
-    assert prepare._time_budget() == 2.5
+    assert prepare._budget() == ("time", 2.5, None)
     monkeypatch.setenv("BILEVEL_TIME_BUDGET", "soon")
     with pytest.raises(ValueError, match="BILEVEL_TIME_BUDGET"):
-        prepare._time_budget()
+        prepare._budget()
