@@ -16,6 +16,7 @@ import argparse
 import gzip
 import json
 import sys
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -78,19 +79,36 @@ def run_llm_group(target: str, group: str, seed: int, trials: int) -> list[dict[
 CYCLES = 3
 
 
-def done_runs(out: Path) -> set[tuple[str, str, int]]:
+def done_runs(out: Path, trials: int) -> set[tuple[str, str, int]]:
+    """The (target, arm, seed) runs whose ``trials`` rows are all on disk. A file damaged by an
+    interrupted append is rewritten with the complete runs it holds, so what is appended next stays
+    readable and an interrupted run is run again from its start."""
     path = out / ROWS
     if not path.exists():
         return set()
+    rows, damaged = read_rows(path)
     counts: dict[tuple[str, str, int], int] = defaultdict(int)
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a torn last line from an interrupted append
-            counts[(row["target"], row["arm"], row["seed"])] += 1
-    return set(counts)
+    for row in rows:
+        counts[(row["target"], row["arm"], row["seed"])] += 1
+    done = {run for run, n in counts.items() if n >= trials}
+    if damaged or len(done) < len(counts):
+        kept = [r for r in rows if (r["target"], r["arm"], r["seed"]) in done]
+        with gzip.open(path.with_suffix(".tmp"), "wt", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in kept))
+        path.with_suffix(".tmp").replace(path)
+    return done
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """Every readable row, and whether the file ended damaged (a torn line or gzip member)."""
+    rows: list[dict[str, Any]] = []
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                rows.append(json.loads(line))
+    except (EOFError, OSError, zlib.error, json.JSONDecodeError):
+        return rows, True
+    return rows, False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -114,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {out} was run with --trials {previous['trials']}; use another --out", file=sys.stderr)
             return 2
     settings_path.write_text(json.dumps(settings, indent=1))
-    done = done_runs(out)
+    done = done_runs(out, args.trials)
     with gzip.open(out / ROWS, "at", encoding="utf-8") as fh:
         for name in targets:
             for arm in arms:
@@ -129,14 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def load(out: Path) -> list[dict[str, Any]]:
-    rows = []
-    with gzip.open(out / ROWS, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
+    return read_rows(out / ROWS)[0]
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
@@ -222,7 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", required=True)
     report = sub.add_parser("report", help="regenerate REPORT.md from the trial rows")
     report.add_argument("out")
+    mat = sub.add_parser("materialize", help="write a suite target as a train.py + prepare.py folder")
+    mat.add_argument("target", choices=sorted(TARGETS))
+    mat.add_argument("folder")
     args = parser.parse_args(argv)
+    if args.command == "materialize":
+        from experiments.suite.groups import materialize
+
+        folder = materialize(args.target, Path(args.folder))
+        print(f"wrote {folder / 'train.py'} and {folder / 'prepare.py'}; run it with "
+              f"`python -m domains.train_opt.cli --target-dir {folder} bilevel`")
+        return 0
     if args.command == "run":
         if args.seeds < 1 or args.trials < 2:
             print("error: --seeds must be >= 1 and --trials >= 2", file=sys.stderr)

@@ -113,3 +113,18 @@ def test_paired_statistics_match_known_values():
     assert stats.equivalent([0.001, -0.002, 0.0015, -0.0005, 0.0], margin=0.01) is True
     assert stats.equivalent([0.5, 0.6, 0.55, 0.45], margin=0.01) is False
     assert stats.wilcoxon_p([0.0, 0.0]) is None
+
+
+def test_an_interrupted_append_is_repaired_and_the_torn_run_is_run_again(tmp_path):
+    out = tmp_path / "suite"
+    args = ["run", "--arms", "random", "--targets", "coupled", "--seeds", "2", "--trials", "5", "--out", str(out)]
+    assert main(args) == 0
+    path = out / "trials.jsonl.gz"
+    torn_row = json.dumps({"target": "coupled", "arm": "local", "seed": 0, "trial": 0, "config": {}, "value": 1.0,
+                           "kept": True})
+    path.write_bytes(path.read_bytes() + gzip.compress((torn_row + "\n").encode())[:-6])  # a torn last member
+    assert main(["run", "--arms", "random,local", "--targets", "coupled", "--seeds", "2", "--trials", "5",
+                 "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in gzip.open(path, "rt")]
+    assert len(rows) == 2 * 2 * 5
+    assert sorted({(r["arm"], r["seed"]) for r in rows}) == [("local", 0), ("local", 1), ("random", 0), ("random", 1)]
