@@ -48,6 +48,8 @@ class ProposalEvent(Event):
     proposal: Proposal
     rejections: list[str] = Field(default_factory=list)
     hook_calls: dict[str, dict[str, int]] = Field(default_factory=dict)
+    hook_effects: dict[str, dict[str, int]] = Field(default_factory=dict)  # the calls that changed something
+    hook_effects: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class StoppedEvent(Event):
