@@ -135,6 +135,7 @@ class InnerLoopController:
         self.mechanisms: list[AttachedMechanism] = []
         self.on_detach: list[DetachCallback] = []
         self._calls: dict[str, Counter] = defaultdict(Counter)
+        self._effects: dict[str, Counter] = defaultdict(Counter)
         self.history: list[TrialRecord] = []
         self._incumbent: TrialRecord | None = None
         self._per_cycle: Counter = Counter()
@@ -277,7 +278,10 @@ class InnerLoopController:
                 continue
             if out.text:
                 texts.append(f"[{attached.name}] {out.text}")
-            constraints = constraints.merge(out.constraints)
+            merged = constraints.merge(out.constraints)
+            if out.text or merged != constraints:
+                self._effects[attached.name]["guidance"] += 1  # it changed what the proposer is told
+            constraints = merged
         return base.model_copy(update={"guidance": Guidance(text="\n".join(texts), constraints=constraints)})
 
     def _propose(self, ctx: ProposalContext) -> tuple[Proposal | None, tuple[str, ...]]:
@@ -290,6 +294,7 @@ class InnerLoopController:
                     # bookkeeping is the controller's: no mechanism may pass its candidate off as the baseline
                     keep_origin = out.origin not in ("proposer", BASELINE)
                     candidate = out if keep_origin else out.model_copy(update={"origin": attached.name})
+                    self._effects[attached.name]["propose"] += 1  # it supplied the candidate
                     break
             if candidate is None:
                 candidate = self.proposer.propose(asked)
@@ -303,11 +308,14 @@ class InnerLoopController:
                     continue
                 if verdict.action == "reject":
                     rejected = f"{attached.name}: {verdict.reason or 'rejected'}"
+                    self._effects[attached.name]["filter"] += 1  # it refused the candidate
                     break
                 if verdict.proposal is not None:
                     rewritten = verdict.proposal
                     if rewritten.is_baseline:
                         rewritten = rewritten.model_copy(update={"origin": attached.name})
+                    if rewritten.changes != candidate.changes or rewritten.payload != candidate.payload:
+                        self._effects[attached.name]["filter"] += 1  # it rewrote the candidate
                     candidate = rewritten
             if rejected is None:
                 return candidate, tuple(feedback)
@@ -317,6 +325,7 @@ class InnerLoopController:
     def step(self, cycle: int = 0, *, baseline: bool = False) -> TrialRecord:
         iteration = len(self.history)
         self._calls = defaultdict(Counter)
+        self._effects = defaultdict(Counter)
         started = time.monotonic()
         fields: dict[str, Any] = {"status": Status.CRASH}
         proposal: Proposal | None = None
@@ -333,6 +342,8 @@ class InnerLoopController:
                 rejections = tuple(self._pending.get("rejections", ()))
                 for name, counts in self._pending.get("hook_calls", {}).items():
                     self._calls[name].update(counts)
+                for name, counts in self._pending.get("hook_effects", {}).items():
+                    self._effects[name].update(counts)
                 log.info("loop %s: resuming iteration %d with its journaled candidate", self.loop, iteration)
             else:
                 ctx = self._guided_context(iteration, cycle)
@@ -345,6 +356,7 @@ class InnerLoopController:
                     "type": "proposal", "loop": self.loop, "iteration": iteration, "cycle": cycle,
                     "proposal": proposal.model_dump(mode="json"), "rejections": list(rejections),
                     "hook_calls": {k: dict(v) for k, v in self._calls.items()},
+                    "hook_effects": {k: dict(v) for k, v in self._effects.items() if v},
                 }, fsync=False)  # losing it on a crash only means the candidate is proposed again
                 fields = self._execute_and_judge(proposal, ctx, iteration, cycle, parent)
         except (RunStopped, KeyboardInterrupt, SystemExit) as exc:
@@ -402,6 +414,8 @@ class InnerLoopController:
         if not proposal.is_baseline:
             for attached, verdict in self._hook("decide", draft, ctx):
                 if verdict is not None:
+                    if verdict != keep:
+                        self._effects[attached.name]["decide"] += 1  # it overrode the decider
                     keep, decided_by = verdict, attached.name
                     break
         else:
@@ -428,7 +442,8 @@ class InnerLoopController:
             record = record.model_copy(update={"error": f"{record.error} settle failed: {exc}".strip()})
         for _ in self._hook("observe", record):
             pass
-        record = record.model_copy(update={"hook_calls": {k: dict(v) for k, v in self._calls.items()}})
+        record = record.model_copy(update={"hook_calls": {k: dict(v) for k, v in self._calls.items()},
+                                           "hook_effects": {k: dict(v) for k, v in self._effects.items() if v}})
         self.run.journal.append({"type": "trial", "loop": self.loop, "record": record.model_dump(mode="json")})
         self._remember(record)
         return record
@@ -472,10 +487,16 @@ def _is_outage(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and not isinstance(exc, (StructuredOutputError, ReplayMissError))
 
 
-def hook_call_totals(records: Iterable[TrialRecord]) -> dict[str, dict[str, int]]:
-    """Sum the per-iteration hook-call counts of ``records`` per mechanism and hook."""
+def hook_call_totals(records: Iterable[TrialRecord], *, field: str = "hook_calls") -> dict[str, dict[str, int]]:
+    """Sum the per-iteration hook-call counts of ``records`` per mechanism and hook (``field=
+    "hook_effects"``: the calls that changed something)."""
     totals: dict[str, Counter] = defaultdict(Counter)
     for record in records:
-        for name, counts in record.hook_calls.items():
+        for name, counts in getattr(record, field).items():
             totals[name].update(counts)
     return {name: dict(counts) for name, counts in totals.items()}
+
+
+def hook_effect_totals(records: Iterable[TrialRecord]) -> dict[str, dict[str, int]]:
+    """Per mechanism and hook, how many calls changed what happened (see :class:`TrialRecord`)."""
+    return hook_call_totals(records, field="hook_effects")

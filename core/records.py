@@ -183,6 +183,12 @@ class TrialRecord(Frozen):
     duration_s: float = 0.0
     rejections: tuple[str, ...] = ()
     hook_calls: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # Effect, not calls: per mechanism and hook, the calls of this iteration that changed what
+    # happened — guidance that added text or constraints to what the proposer is told, a propose
+    # that supplied the candidate, a filter that refused or rewrote it, a decide that overrode the
+    # decider. ``observe`` never counts (it cannot change this iteration). A mechanism whose hooks
+    # are called but change nothing (a placebo) has calls and no effects.
+    hook_effects: dict[str, dict[str, int]] = Field(default_factory=dict)
     decided_by: str = "decider"
 
     @property
