@@ -84,10 +84,11 @@ def show_summary(run_path: Path, summary: dict[str, Any]) -> None:
     console.print(table)
     if summary["mechanisms"]:
         mech = Table(title="Level 2 mechanisms (each in its own sandboxed worker, attached to the running inner loop)")
-        for col in ("cycle", "design", "worker", "verdict", "cycle gain", "parent gain", "hook calls"):
+        for col in ("cycle", "design", "worker", "verdict", "cycle gain", "parent gain", "hook calls (effects)"):
             mech.add_column(col)
         for m in summary["mechanisms"]:
-            calls = ", ".join(f"{h} {n}" for h, n in m["hook_calls"].items()) or "0"
+            effects = m.get("hook_effects", {})
+            calls = ", ".join(f"{h} {n} ({effects.get(h, 0)})" for h, n in m["hook_calls"].items()) or "0"
             worker = f"pid {m['worker_pid']}" if m.get("worker_pid") else "-"
             mech.add_row(str(m["cycle"]), escape(m["region"]), worker, m["verdict"], fmt(m["score"]),
                          fmt(m["parent_score"]), escape(calls))

@@ -83,10 +83,11 @@ def write_report(run_dir: Path) -> Path:
             lines.append(f"- after cycle {e['cycle']}: freeze {p['freeze'] or '-'}, unfreeze {p['unfreeze'] or '-'}, "
                          f"strategy {p.get('strategy') or '-'}; {p['reason']}")
     if summary["mechanisms"]:
-        lines += ["", "## Level 2 mechanisms", "", "| cycle | design | verdict | cycle gain | parent gain | hook calls |",
+        lines += ["", "## Level 2 mechanisms", "", "| cycle | design | verdict | cycle gain | parent gain | hook calls (effects) |",
                   "|---|---|---|---|---|---|"]
         for m in summary["mechanisms"]:
-            calls = ", ".join(f"{h}={c}" for h, c in m["hook_calls"].items()) or "0"
+            effects = m.get("hook_effects", {})
+            calls = ", ".join(f"{h}={c} ({effects.get(h, 0)})" for h, c in m["hook_calls"].items()) or "0"
             lines.append(f"| {m['cycle']} | {m['region']} | {m['verdict']} | {_fmt(m['score'])} | "
                          f"{_fmt(m['parent_score'])} | {calls} |")
     if summary["usage"]:

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from core.domain import ConfigLevel, Domain, Level2Parts, RunContext
 from core.errors import UserError
-from core.inner_loop import InnerLoopController, hook_call_totals
+from core.inner_loop import InnerLoopController, hook_call_totals, hook_effect_totals
 from core.level2 import MechanismInstaller
 from core.llm_client import UsageLedger, make_client
 from core.plugins import MetricEvaluator, NoiseAwareDecider
@@ -212,6 +212,7 @@ def summarize(run: RunDir, ledger: UsageLedger | None = None) -> dict[str, Any]:
     best = min((r.score for r in inner if r.status is Status.KEEP and r.score is not None), default=None)
     counts = {s.value: sum(r.status is s for r in search) for s in Status}
     totals = hook_call_totals(inner)
+    effects = hook_effect_totals(inner)
     mechanisms = []
     for record in level2:
         if record.proposal is None or record.proposal.is_baseline:
@@ -222,6 +223,7 @@ def summarize(run: RunDir, ledger: UsageLedger | None = None) -> dict[str, Any]:
             "verdict": "kept" if record.status is Status.KEEP else ("reverted" if record.status is Status.DISCARD else record.status.value),
             "score": record.metrics.get("gain"), "parent_score": record.metrics.get("parent_gain"),
             "error": record.error, "name": name, "hook_calls": totals.get(name, {}) if name else {},
+            "hook_effects": effects.get(name, {}) if name else {},
             "source": record.artifact, "worker_pid": record.info.get("worker_pid"),
             "sandbox": record.info.get("sandbox", {}),
         })
@@ -236,7 +238,7 @@ def summarize(run: RunDir, ledger: UsageLedger | None = None) -> dict[str, Any]:
     return {
         "baseline": baseline.score if baseline else None, "best": best,
         "delta": (best - baseline.score) if best is not None and baseline and baseline.score is not None else None,
-        "iterations": len(search), "counts": counts, "hook_calls": totals, "mechanisms": mechanisms,
+        "iterations": len(search), "counts": counts, "hook_calls": totals, "hook_effects": effects, "mechanisms": mechanisms,
         "config_verdicts": verdicts, "usage": usage, "providers": sorted({c["provider"] for c in calls}),
         "trial_s": round(sum(r.duration_s for r in inner), 2),
     }
