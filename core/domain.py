@@ -21,7 +21,6 @@ Domains import only ``core``; a test reads the import graph.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,7 +42,6 @@ class RunContext:
     run: RunDir
     settings: Any
     clients: dict[str, Any]
-    run_cycle: Callable[[int], None]  # runs (or finishes) one inner cycle of every loop
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from core.domain import ConfigLevel, Domain, RunContext
-from core.errors import ProviderOutage, RunStopped, UserError
+from core.errors import ConfigError, ProviderOutage, RunStopped, UserError
 from core.inner_loop import InnerLoopController
 from core.level2 import LOOP, BeatsParent, CycleTrialExecutor, GainOverParent, cycle_gain, reinstall_kept
 from core.llm_client import Budget, UsageLedger, make_client
@@ -77,8 +77,7 @@ class BilevelRun:
             self.on_record: RecordCallback | None = None
             self.on_event: EventCallback | None = None
             self._deadline: float | None = None
-            self.domain = self.domain_cls(RunContext(run=run, settings=settings, clients=self.clients,
-                                                     run_cycle=self._inner_cycle))
+            self.domain = self.domain_cls(RunContext(run=run, settings=settings, clients=self.clients))
             self.loops: dict[str, InnerLoopController] = self.domain.loops
             # the configuration in force is installed whatever the levels; only Level 1.5 changes it
             self.config: ConfigLevel | None = self.domain.config_level()
@@ -145,9 +144,13 @@ class BilevelRun:
             try:
                 data = run.read_json("settings.json")
             except (OSError, ValueError) as exc:
-                raise UserError(f"{run.path} is not a {cls.domain_cls.name} run (settings.json unreadable: "
+                raise UserError(f"{run.path} does not hold a run of {cls.domain_cls.name} (settings.json unreadable: "
                                 f"{exc}); pass the folder a {cls.domain_cls.name} run printed") from None
-            settings = validate(cls.domain_cls.Settings, data)
+            try:
+                settings = validate(cls.domain_cls.Settings, data)
+            except ConfigError as exc:
+                raise UserError(f"{run.path} does not hold a run of {cls.domain_cls.name} ({exc}); pass the folder a "
+                                f"{cls.domain_cls.name} run printed") from None
             settings, changes = with_overrides(settings, {k: v for k, v in (overrides or {}).items() if v is not None})
             if changes:
                 run.write_json("settings.json", settings.model_dump(mode="json"))

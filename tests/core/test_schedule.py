@@ -102,3 +102,13 @@ def test_a_design_that_fails_to_load_is_a_crash_and_its_cycle_still_runs(project
     design = session.level2.history[-1]
     assert design.status is Status.CRASH and "load failed at policy" in design.error
     assert summary["complete"] and len(session.inner.records(1)) == 2
+
+
+def test_resuming_another_domains_run_is_a_one_line_error(project, tmp_path):
+    from core.errors import UserError
+    from domains.article_opt.session import ArticleSession
+
+    ScriptSession.start(settings(project), tmp_path / "run").close()
+    with pytest.raises(UserError, match="does not hold a run of article_opt") as info:
+        ArticleSession.resume(tmp_path / "run")
+    assert "\n" not in str(info.value)
