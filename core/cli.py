@@ -44,7 +44,7 @@ from core.state import DEFAULT_RUNS_ROOT
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 75
 EXIT_INTERRUPTED = 130
-PROVIDER_HELP = " | ".join([*PROVIDERS, "replay:CASSETTE"])
+PROVIDER_HELP = " | ".join([*(p for p in PROVIDERS if p != "replay"), "replay:CASSETTE"])
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
