@@ -72,7 +72,7 @@ def run_llm_group(target: str, group: str, seed: int, trials: int) -> list[dict[
                 config = dict(TARGETS[target]["start"])
             rows.append({"target": target, "arm": group, "seed": seed, "trial": r.iteration, "config": config,
                          "value": r.score, "kept": r.status.value == "keep", "status": r.status.value,
-                         "wasted": r.info.get("wasted"), "hook_calls": r.hook_calls})
+                         "wasted": r.info.get("wasted"), "hook_calls": r.hook_calls, "hook_effects": r.hook_effects})
     return rows
 
 
@@ -166,7 +166,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dic
         regret = true_value(target, final) - OPTIMUM
         table[(target, arm)][seed] = {"regret": regret, "start_regret": start_value - OPTIMUM,
                                       "crashes": sum(t["value"] is None for t in trials), "trials": len(trials),
-                                      "wasted": wasted}
+                                      "wasted": wasted,
+                                      "hook_calls": sum(sum(c.values()) for t in trials for c in (t.get("hook_calls") or {}).values()),
+                                      "hook_effects": sum(sum(c.values()) for t in trials
+                                                          for c in (t.get("hook_effects") or {}).values())}
     return table
 
 
@@ -182,8 +185,9 @@ def cmd_report(args: argparse.Namespace) -> int:
              "not what a language model would do. References: random, coordinate search, TPE, CMA-ES.", "",
              f"Rows: `{ROWS}` ({len(rows)} trials). Regret = noise-free value of the final incumbent − known optimum "
              f"({OPTIMUM}); lower is better. Held-out targets: {', '.join(HELD_OUT)}.", "",
-             "| target | arm | seeds | regret mean [95% CI] | start regret | crash rate | wasted trials / run |",
-             "|---|---|---|---|---|---|---|"]
+             "| target | arm | seeds | regret mean [95% CI] | start regret | crash rate | wasted trials / run | "
+             "mechanism hook calls (effects) / run |",
+             "|---|---|---|---|---|---|---|---|"]
     for target in targets:
         for arm in arms:
             per_seed = table.get((target, arm))
@@ -195,8 +199,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
             start = next(iter(per_seed.values()))["start_regret"]
             wasted = stats.mean([v["wasted"] for v in per_seed.values()])
+            calls = stats.mean([v["hook_calls"] for v in per_seed.values()])
+            effects = stats.mean([v["hook_effects"] for v in per_seed.values()])
             lines.append(f"| {target} | {arm} | {len(regrets)} | {stats.mean(regrets):.4f} {ci_text} | {start:.3f} | "
-                         f"{crashes:.1%} | {wasted:.2f} |")
+                         f"{crashes:.1%} | {wasted:.2f} | {calls:.1f} ({effects:.1f}) |")
     lines += ["", "## Paired comparisons (same seeds), regret difference row − column arm, Holm-corrected", "",
               "| target | comparison | n | mean diff [95% CI] | paired t p (Holm) | Wilcoxon p (Holm) |", "|---|---|---|---|---|---|"]
     comparisons = []

@@ -53,10 +53,12 @@ def write(results: Path, out: Path) -> None:
     lines = [HEADER.format(source=source), "\\begin{table}[t]", "\\centering", "\\small",
              "\\caption{Cheap suite: mean regret of the final incumbent (noise-free value $-$ known optimum; lower is "
              "better) per target and arm, over paired seeds. Groups A--D ran the \\emph{offline stand-in "
-             "researcher}, not a language model. Held-out targets are marked $^\\dagger$. Last column: trials wasted "
-             "per run (duplicates and infeasible candidates) of group A.}", "\\label{tab:suite}",
-             "\\begin{tabular}{l" + "r" * (len(arms) + 1) + "}", "\\toprule",
-             "target & " + " & ".join(latex_escape(a) for a in arms) + " & wasted (A) \\\\", "\\midrule"]
+             "researcher}, not a language model. Held-out targets are marked $^\\dagger$. Last columns: trials wasted "
+             "per run (duplicates and infeasible candidates) of group A, and the hook calls of group C's mechanisms "
+             "per run with, in parentheses, the calls that changed something (effects).}", "\\label{tab:suite}",
+             "\\begin{tabular}{l" + "r" * (len(arms) + 2) + "}", "\\toprule",
+             "target & " + " & ".join(latex_escape(a) for a in arms) + " & wasted (A) & calls (effects), C \\\\",
+             "\\midrule"]
     for target in targets:
         cells = []
         for arm in arms:
@@ -64,8 +66,11 @@ def write(results: Path, out: Path) -> None:
             cells.append(f"{stats.mean([v['regret'] for v in per_seed.values()]):.3f}" if per_seed else "--")
         wasted_a = table.get((target, "A"), {})
         wasted = f"{stats.mean([v['wasted'] for v in wasted_a.values()]):.1f}" if wasted_a else "--"
+        c_runs = table.get((target, "C"), {})
+        hooks = (f"{stats.mean([v['hook_calls'] for v in c_runs.values()]):.1f} "
+                 f"({stats.mean([v['hook_effects'] for v in c_runs.values()]):.1f})") if c_runs else "--"
         mark = "$^\\dagger$" if target in HELD_OUT else ""
-        lines.append(f"\\code{{{latex_escape(target)}}}{mark} & " + " & ".join(cells) + f" & {wasted} \\\\")
+        lines.append(f"\\code{{{latex_escape(target)}}}{mark} & " + " & ".join(cells) + f" & {wasted} & {hooks} \\\\")
     seeds = max((len(v) for v in table.values()), default=0)
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}",
               f"\\newcommand{{\\SuiteSeeds}}{{{seeds}}}", f"\\newcommand{{\\SuiteTargets}}{{{len(targets)}}}"]
