@@ -16,12 +16,15 @@ from core.state import RunDir
 from tests.reliability.conftest import cli_env, journal_sound, run_cli, trials
 
 
+TRIALS = 8  # long enough (about 4 s) that the three refused attempts fit inside the first run, under load too
+
+
 def test_a_second_cli_on_a_running_run_dir_refuses_and_never_writes(standin: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
     env = cli_env(STANDIN_SLEEP="0.4")
     first = subprocess.Popen(
         [sys.executable, "-m", "domains.train_opt.cli", "--target-dir", str(standin), "--run-dir", str(run_dir),
-         "run", "--levels", "1", "--inner-budget", "4", "--outer-cycles", "1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "run", "--levels", "1", "--inner-budget", str(TRIALS), "--outer-cycles", "1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not (run_dir / "journal.jsonl").exists():
@@ -48,7 +51,7 @@ def test_a_second_cli_on_a_running_run_dir_refuses_and_never_writes(standin: Pat
             first.wait()
         first.stderr.close()
     events = journal_sound(run_dir)
-    assert len(trials(events)) == 1 + 4
+    assert len(trials(events)) == 1 + TRIALS
     assert [e["type"] for e in events].count("run_started") == 1 and "run_resumed" not in [e["type"] for e in events]
     assert "max_calls" not in (run_dir / "settings.json").read_text().replace('"max_calls": null', "")
 
