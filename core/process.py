@@ -6,8 +6,9 @@ environment. Output goes to a log file (never a pipe that could fill up); :func:
 reads ``key: value`` lines after the last ``---``. On Linux the child dies with the controller, and
 :func:`reap_stale_trial` kills what a killed controller left behind before a resumed trial starts.
 
-The same helpers as train_opt's executor (domains/train_opt/executor.py keeps its own copy until its
-owner switches it to this module), for every domain that runs a command per trial.
+Every domain that runs a command per trial uses these helpers (train_opt's and script_opt's
+executors). While a trial runs, ``on_tail(log_tail, elapsed_s)`` is called about once a second with
+the end of its log, so a domain can show the trial's progress.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
@@ -26,6 +28,9 @@ LOG_TAIL_CHARS = 3000
 SUMMARY_WINDOW_CHARS = 64_000  # the summary block is the end of the log; a flood before it is not read
 # a script that reports its own failure prints FAIL as the last word of a line (autoresearch does)
 FAIL = re.compile(r"(?:^|\s)FAIL\s*$", re.MULTILINE)
+PROGRESS_EVERY_S = 1.0
+PROGRESS_TAIL_BYTES = 4096
+TailCallback = Callable[[str, float], None]  # (end of the log, seconds since the trial started)
 
 
 def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -116,8 +121,36 @@ def reap_stale_trial(cwd: Path) -> None:
     marker.unlink(missing_ok=True)
 
 
+def tail_bytes(path: Path, n: int = PROGRESS_TAIL_BYTES) -> str:
+    """The last ``n`` bytes of ``path`` as text ("" when unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - n))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _wait(proc: subprocess.Popen, *, timeout_s: float, started: float, log_path: Path,
+          on_tail: TailCallback | None) -> int:
+    """``proc.wait`` with the same deadline, handing the log's tail to ``on_tail`` about once a second."""
+    if on_tail is None:
+        return proc.wait(timeout=timeout_s)
+    deadline = started + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        try:
+            return proc.wait(timeout=min(PROGRESS_EVERY_S, left))
+        except subprocess.TimeoutExpired:
+            on_tail(tail_bytes(log_path), time.monotonic() - started)
+
+
 def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
-                env: dict[str, str] | None = None) -> tuple[int | None, bool, float]:
+                env: dict[str, str] | None = None,
+                on_tail: TailCallback | None = None) -> tuple[int | None, bool, float]:
     """Run ``cmd``; return (exit code or None, timed out, seconds)."""
     reap_stale_trial(cwd)
     started = time.monotonic()
@@ -127,7 +160,7 @@ def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         (Path(cwd) / PGID_FILE).write_text(str(proc.pid))
         try:
-            code = proc.wait(timeout=timeout_s)
+            code = _wait(proc, timeout_s=timeout_s, started=started, log_path=log_path, on_tail=on_tail)
             timed_out = False
         except subprocess.TimeoutExpired:
             kill_group(proc)

@@ -87,7 +87,7 @@ def failure(record: TrialRecord) -> str:
 
 def tried_lines(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> list[str]:
     lines = []
-    for record in [r for r in history if r.proposal is not None and r.proposal.origin != "baseline"][-TRIED_LINES:]:
+    for record in [r for r in history if r.proposal is not None and not r.proposal.is_baseline][-TRIED_LINES:]:
         gain = f"gain {record.score:+.6f}" if record.score is not None else "no gain measured"
         why = failure(record)
         lines.append(f"- #{record.iteration} {design_name(record)}: {verdict(record)}, {gain}" + (f". Why: {why}" if why else ""))

@@ -85,7 +85,7 @@ def run_facts(ctx: ProposalContext, settings: dict[str, Any]) -> str:
         lines.append(f"- budget: trial {done + 1} of {budget} in cycle {ctx.cycle + 1}{of}; every trial costs the same time")
     if settings.get("time_budget"):
         lines.append(f"- each trial trains for {settings['time_budget']:g} s of wall time")
-    baseline = next((r for r in ctx.history if r.proposal is not None and r.proposal.origin == "baseline"), None)
+    baseline = next((r for r in ctx.history if r.proposal is not None and r.proposal.is_baseline), None)
     if baseline is not None:
         facts = ", ".join(f"{k} {baseline.metrics[k]:g}" for k in BASELINE_FACTS if k in baseline.metrics)
         device = next((line.strip() for line in baseline.log_tail.splitlines() if line.startswith("device:")), "")
