@@ -187,3 +187,6 @@ def test_make_tables_runs_without_latex(tmp_path: Path) -> None:
                            f"PYTHON={sys.executable}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (out / "ablation_table.tex").exists() and (out / "best_so_far.png").exists()
+    # the suite's table and reading come from the committed suite rows (make's SUITE default)
+    assert "\\label{tab:suite}" in (out / "suite_table.tex").read_text()
+    assert "paired seeds" in (out / "suite_reading.tex").read_text()
