@@ -34,7 +34,7 @@ from tests.core.helpers import QuadraticExecutor, QuadraticProposer, RecordingEv
 from tests.reliability.conftest import journal_sound, trials
 
 SENTINEL = "sk-sentinel-sandbox-0123456789abcdef"
-HOOK_DEADLINE = 1.0
+HOOK_DEADLINE = 0.5
 MARGIN = 1.5  # seconds past the deadline the loop may be held, at most
 
 

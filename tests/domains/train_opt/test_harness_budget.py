@@ -58,6 +58,7 @@ def test_same_train_py_seed_and_threads_give_the_same_val_bpb_under_load(target:
     assert a["val_bpb"] == b["val_bpb"]
 
 
+@pytest.mark.slow  # the default suite proves the seed reaches the trial with a stand-in target (test_trainopt_cli)
 def test_the_seed_from_the_loop_reaches_training_and_changes_the_model(target: Path):
     default, seeded = start(target), start(target, BILEVEL_SEED="7")
     a, b = summary(default), summary(seeded)
