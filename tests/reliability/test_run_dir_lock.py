@@ -15,7 +15,6 @@ from core.errors import RunDirError
 from core.state import RunDir
 from tests.reliability.conftest import cli_env, journal_sound, run_cli, trials
 
-
 TRIALS = 8  # long enough (about 4 s) that the three refused attempts fit inside the first run, under load too
 
 
