@@ -178,7 +178,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = load(out)
     table = summarize(rows)
     targets = list(dict.fromkeys(t for t, _ in table))
-    arms = list(dict.fromkeys(a for _, a in table))
+    present = list(dict.fromkeys(a for _, a in table))
+    arms = [a for a in ARMS if a in present] + [a for a in present if a not in ARMS]  # canonical order
     lines = ["# Cheap suite: bilevel groups (offline stand-in researcher) and reference searches", "",
              "Groups A (Level 1), B (1 + 1.5), C (1 + 1.5 + 2), D (1 + 2) use the **offline researcher** — a "
              "deterministic rule-based stand-in, not an LLM; their figures say what the machinery does with it, "
