@@ -22,6 +22,7 @@ def stable(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("wall_s", "finished_at")}
 
 
+@pytest.mark.slow  # starts a local Ray instance (~15 s); Ray is an optional extra
 def test_tiny_ablation_runs_as_ray_tasks_and_matches_the_local_run(tmp_path: Path):
     target = tmp_path / "clone"
     shutil.copytree(STANDIN, target, ignore=shutil.ignore_patterns("__pycache__"))

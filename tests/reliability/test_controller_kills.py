@@ -39,6 +39,7 @@ def stand_ins(pids_file: Path) -> list[int]:
     return [int(p) for p in pids_file.read_text().split()] if pids_file.exists() else []
 
 
+@pytest.mark.slow  # ~35 s; the default suite keeps the per-domain SIGKILL-and-resume tests
 def test_twenty_plus_sigkills_at_random_points_then_resume_loses_and_repeats_nothing(standin: Path, tmp_path: Path):
     rng = random.Random(SEED)
     run_dir, ledger, pids = tmp_path / "run", tmp_path / "ledger.txt", tmp_path / "pids.txt"
