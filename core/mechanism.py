@@ -60,6 +60,24 @@ def merge_params(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, 
     return merged
 
 
+DIRECTIONS: tuple[str, ...] = ("up", "down", "set")  # the qualifiers a region part may carry
+
+
+def touched(proposal: Proposal) -> list[str]:
+    """What a proposal moved: parameter names from ``NAME:DIRECTION`` region parts, other parts
+    whole (a discrete choice such as ``template:tabu``), else the ``changes`` keys. Shared by the
+    library mechanisms that key on parameters (bandit, orthogonal exploration)."""
+    if not proposal.region:
+        return sorted(proposal.changes)
+    out: list[str] = []
+    for part in proposal.region.split("+"):
+        name, _, qualifier = part.partition(":")
+        item = name if qualifier in DIRECTIONS else part
+        if item and item not in out:
+            out.append(item)
+    return out
+
+
 class Mechanism:
     """Base class of every search mechanism (library or generated).
 

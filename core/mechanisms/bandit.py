@@ -25,8 +25,8 @@ allow-listed stdlib modules.
 import math
 from typing import Any
 
-from core.mechanism import Mechanism, merge_params
-from core.records import Constraints, Guidance, Proposal, ProposalContext, TrialRecord
+from core.mechanism import Mechanism, merge_params, touched
+from core.records import Constraints, Guidance, ProposalContext, TrialRecord
 
 PARAMS = {
     "top_k": 2,  # how many arms are preferred each iteration
@@ -36,23 +36,7 @@ PARAMS = {
     "window": 0,  # only the last `window` records count (0 = the whole history)
 }
 
-_DIRECTIONS = ("up", "down", "set")
 _REWARDS = ("keep", "improvement")
-
-
-
-def _touched(proposal: Proposal) -> list[str]:
-    """What a proposal moved: parameter names from ``NAME:DIRECTION`` region parts, other parts
-    whole (a discrete choice such as ``template:tabu``), else the ``changes`` keys."""
-    if not proposal.region:
-        return sorted(proposal.changes)
-    out = []
-    for part in proposal.region.split("+"):
-        name, _, qualifier = part.partition(":")
-        item = name if qualifier in _DIRECTIONS else part
-        if item and item not in out:
-            out.append(item)
-    return out
 
 
 def _reward(record: TrialRecord, ctx: ProposalContext, mode: str, gain_scale: float) -> float:
@@ -98,7 +82,7 @@ class BanditMechanism(Mechanism):
             records = records[-self.params["window"]:]
         for record in records:
             reward = _reward(record, ctx, self.params["reward"], self.params["gain_scale"])
-            for arm in _touched(record.proposal):
+            for arm in touched(record.proposal):
                 pulls[arm] = pulls.get(arm, 0) + 1
                 rewards[arm] = rewards.get(arm, 0.0) + reward
         total = sum(pulls.values())

@@ -24,30 +24,13 @@ allow-listed stdlib modules.
 
 from typing import Any
 
-from core.mechanism import Mechanism, merge_params
+from core.mechanism import Mechanism, merge_params, touched
 from core.records import Constraints, FilterVerdict, Guidance, Proposal, ProposalContext, TrialRecord
 
 PARAMS = {
     "patience": 3,  # failed, overlapping proposals in a row before the search is called narrow
     "max_listed": 6,  # at most this many untried parameters are named in text and reasons
 }
-
-_DIRECTIONS = ("up", "down", "set")
-
-
-
-def _touched(proposal: Proposal) -> list[str]:
-    """What a proposal moved: parameter names from ``NAME:DIRECTION`` region parts, other parts
-    whole (a discrete choice such as ``template:tabu``), else the ``changes`` keys."""
-    if not proposal.region:
-        return sorted(proposal.changes)
-    out = []
-    for part in proposal.region.split("+"):
-        name, _, qualifier = part.partition(":")
-        item = name if qualifier in _DIRECTIONS else part
-        if item and item not in out:
-            out.append(item)
-    return out
 
 
 def _one_cluster(groups: list[set[str]]) -> bool:
@@ -89,13 +72,13 @@ class OrthogonalExplorationMechanism(Mechanism):
         window = records[-self.params["patience"]:]
         if len(window) < self.params["patience"] or any(r.kept for r in window):
             return set(), []
-        groups = [set(_touched(r.proposal)) for r in window]
+        groups = [set(touched(r.proposal)) for r in window]
         if not all(groups) or not _one_cluster(groups):
             return set(), []
         crowded = set().union(*groups)
         last_touched: dict[str, int] = {}
         for record in records:
-            for item in _touched(record.proposal):
+            for item in touched(record.proposal):
                 last_touched[item] = record.iteration
         candidates = [str(p) for p in ctx.search.get("active_params", []) or []] or list(last_touched)
         untried = [p for p in dict.fromkeys(candidates) if p not in crowded]
@@ -115,11 +98,11 @@ class OrthogonalExplorationMechanism(Mechanism):
 
     def filter(self, proposal: Proposal, ctx: ProposalContext) -> FilterVerdict | None:
         crowded, untried = self.diagnose(ctx)
-        touched = _touched(proposal)
-        if not untried or not touched or not set(touched) <= crowded:
+        moved = touched(proposal)
+        if not untried or not moved or not set(moved) <= crowded:
             return None
         return FilterVerdict.reject(
-            f"{'+'.join(touched)} stays inside the over-explored set ({', '.join(sorted(crowded))}), "
+            f"{'+'.join(moved)} stays inside the over-explored set ({', '.join(sorted(crowded))}), "
             f"which failed {self.params['patience']} times in a row; try an untried parameter: "
             f"{', '.join(untried[: self.params['max_listed']])}"
         )

@@ -490,6 +490,12 @@ def test_no_signal_system_call_reaches_another_process(tmp_path: Path, call: str
         sleeper.wait()
 
 
+def forge_prelude(line: str) -> str:
+    """Top-level code writing ``line`` straight to every pipe the worker holds (its reply channel too)."""
+    return ("import stat\nfor fd in range(3, 20):\n    try:\n        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
+            f"            os.write(fd, {(line + chr(10)).encode()!r})\n    except OSError:\n        pass\n")
+
+
 FORGED = {
     "missing name": '{"ok": true}',
     "hooks not a list": '{"ok": true, "name": "x", "class_name": "X", "hooks": 5}',
@@ -501,9 +507,7 @@ FORGED = {
 
 @pytest.mark.parametrize("kind", sorted(FORGED))
 def test_a_forged_load_reply_is_refused_as_a_bad_reply(tmp_path: Path, kind: str):
-    line = FORGED[kind] + "\n"
-    prelude = ("import stat\nfor fd in range(3, 20):\n    try:\n        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
-               f"            os.write(fd, {line.encode()!r})\n    except OSError:\n        pass\nos._exit(0)\n")
+    prelude = forge_prelude(FORGED[kind]) + "os._exit(0)\n"
     with pytest.raises(MechanismError) as info:
         MechanismLoader(tmp_path / "run", check_timeout_s=10).load(mechanism("pass", prelude=prelude))
     assert info.value.stage in ("contract", "instantiate")
@@ -511,9 +515,8 @@ def test_a_forged_load_reply_is_refused_as_a_bad_reply(tmp_path: Path, kind: str
 
 
 def test_a_well_formed_forgery_cannot_forge_the_sandbox_report(tmp_path: Path):
-    line = '{"ok": true, "name": "x", "class_name": "X", "hooks": [], "sandbox": {"landlock": "on (forged)"}}\n'
-    prelude = ("import stat\nfor fd in range(3, 20):\n    try:\n        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
-               f"            os.write(fd, {line.encode()!r})\n    except OSError:\n        pass\n")
+    prelude = forge_prelude('{"ok": true, "name": "x", "class_name": "X", "hooks": [], '
+                            '"sandbox": {"landlock": "on (forged)"}}')
     with pytest.raises(MechanismError) as info:  # an unknown field ('sandbox') in a load reply is refused
         MechanismLoader(tmp_path / "run", check_timeout_s=10).load(mechanism("pass", prelude=prelude))
     assert info.value.rule == "bad-reply"
