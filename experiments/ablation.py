@@ -49,7 +49,7 @@ RESULTS = "results.jsonl"
 ARGS = "ablation.json"
 HARNESS = Path(__file__).resolve().parents[1] / "domains" / "train_opt" / "harness"
 # Identity of an ablation: a row is comparable to another only if all of these are equal.
-IDENTITY = ("iterations", "cycles", "time_budget", "provider", "model", "target_dir", "target_sha256", "seed",
+IDENTITY = ("iterations", "cycles", "time_budget", "flop_budget", "endpoint_seeds", "provider", "model", "target_dir", "target_sha256", "seed",
             "threads", "trial_timeout_s", "trial_memory_gb")
 
 
@@ -122,7 +122,7 @@ def resolve_arguments(out: Path, given: dict[str, Any], *, workers: int, executo
         except ValueError:
             raise UserError(f"{out / ARGS} is damaged; use a new --out") from None
     defaults = {"groups": "A,B,C,D", "repeats": 3, "iterations": 9, "cycles": 3, "time_budget": None,
-                "provider": "offline", "model": None, "target_dir": None, "seed": 0, "threads": None,
+                "flop_budget": None, "endpoint_seeds": 2, "provider": "offline", "model": None, "target_dir": None, "seed": 0, "threads": None,
                 "trial_timeout_s": None, "trial_memory_gb": None}
     args: dict[str, Any] = {}
     for key, default in defaults.items():
@@ -144,7 +144,7 @@ def resolve_arguments(out: Path, given: dict[str, Any], *, workers: int, executo
         args["trial_memory_gb"] = None
     _validate(args)
     if stored:
-        changed = [k for k in IDENTITY if stored.get(k) != args[k]]
+        changed = [k for k in IDENTITY if stored.get(k, defaults.get(k)) != args[k]]
         if changed:
             diffs = ", ".join(f"{k} {stored.get(k)!r} → {args[k]!r}" for k in changed)
             raise UserError(f"{out} holds an ablation with other settings ({diffs}); use a new --out")
@@ -163,6 +163,12 @@ def _validate(args: dict[str, Any]) -> None:
                         f"total Level-1 budget, spent as {args['cycles']} equal cycles")
     if args["time_budget"] is not None and args["time_budget"] <= 0:
         raise UserError("--time-budget must be positive")
+    if args["flop_budget"] is not None and args["flop_budget"] <= 0:
+        raise UserError("--flop-budget must be positive")
+    if args["flop_budget"] is not None and args["time_budget"] is not None:
+        raise UserError("--time-budget and --flop-budget both set; give one (fixed compute: --flop-budget)")
+    if args["endpoint_seeds"] < 0:
+        raise UserError("--endpoint-seeds must be 0 or more")
     if args["threads"] < 1:
         raise UserError("--threads must be at least 1")
 
@@ -272,6 +278,10 @@ def run(
     iterations: int | None = typer.Option(None, help="Total Level-1 trials per repeat after the baseline (default: 9)."),
     cycles: int | None = typer.Option(None, help="Outer cycles; must divide --iterations (default: 3)."),
     time_budget: float | None = typer.Option(None, help="Training seconds per trial (bundled harness)."),
+    flop_budget: float | None = typer.Option(None, help="Training FLOPs per trial (bundled harness; fixed compute: "
+                                             "repeatable trials). Default on a CPU: the harness's own."),
+    endpoint_seeds: int | None = typer.Option(None, help="Held-out training seeds on which the baseline and each "
+                                              "repeat's best configuration are re-measured (default: 2)."),
     provider: str | None = typer.Option(None, help="Researcher for every level of A-D (default: offline)."),
     model: str | None = typer.Option(None, help="Model id (default: the provider's default)."),
     target_dir: Path | None = typer.Option(None, help="An autoresearch-style clone (default: the bundled CPU harness)."),
@@ -292,7 +302,8 @@ def run(
     if executor not in ("local", "ray"):
         _fail(f"--executor {executor!r} is invalid; use local or ray")
     given = {"groups": groups, "repeats": repeats, "iterations": iterations, "cycles": cycles,
-             "time_budget": time_budget, "provider": provider, "model": model,
+             "time_budget": time_budget, "flop_budget": flop_budget, "endpoint_seeds": endpoint_seeds,
+             "provider": provider, "model": model,
              "target_dir": str(target_dir) if target_dir else None, "seed": seed, "threads": threads,
              "trial_timeout_s": trial_timeout, "trial_memory_gb": trial_memory_gb}
     try:

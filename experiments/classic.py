@@ -1,295 +1,213 @@
-"""Reference searches a user would pick instead of an LLM: RANDOM and TPE (Optuna's sampler).
+"""Reference searches on a train_opt target: what a user would run instead of an LLM researcher.
 
-Both search the space the LLM researcher searches — the editable constants that
-:func:`domains.train_opt.target.discover` finds in the target's ``train.py``, with the same ranges —
-and plug into the same :class:`~core.inner_loop.InnerLoopController` as a :class:`~core.plugins.Proposer`,
-so they run under the same executor (``TrainExecutor``), budget, keep rule and journal as group A.
+RANDOM, LOCAL (coordinate search with an adaptive step), TPE and CMAES are the searchers of
+:mod:`experiments.suite.references`, run on the same :class:`core.space.SearchSpace` and under the
+same :class:`~core.inner_loop.InnerLoopController`, executor, keep rule, budget and journal as
+group A. Only the Level-1 proposer differs.
 
-A proposal is a **full configuration**: every searched constant is set, as a change to the
-incumbent. Since only searched constants are ever edited, "full configuration applied to the
-incumbent" and "full configuration applied to the baseline" are the same file, and the
-strict-improvement rule keeps the best configuration seen — exactly what a classical search reports.
+The space (:func:`target_space`) is a bounded local box around the target's own starting values —
+not train_opt's wide validation ranges, on which a sampled model is mostly too large for the
+machine and crashes:
 
-How each spec becomes a dimension (also what TPE sees, in :meth:`SearchSpace.distributions`):
+* a positive integer may move within ×/÷ 2 of its start, a power of two within two doublings, a
+  positive float within ×/÷ 4 on a log scale, a float that starts at zero within [0, 0.5] (clipped to
+  its spec's range); a pattern-checked string is one of :data:`STRING_CHOICES` that match the pattern;
+  tuples (``ADAM_BETAS``) stay at their start;
+* the target's known constraint is built in: ``TOTAL_BATCH_SIZE`` is a multiple of
+  ``DEVICE_BATCH_SIZE × MAX_SEQ_LEN`` (``MAX_SEQ_LEN`` read from the target's ``prepare.py``), so
+  every proposal passes the one static feasibility check before it costs a trial.
 
-* ``int``: uniform integer in [low, high] (log-uniform when ``spec.log``); powers of two as a uniform
-  exponent; ``float``: uniform or log-uniform; ``bool``: a coin; ``tuple``: each element uniform in
-  [low, high];
-* ``str`` with a ``pattern`` (``WINDOW_PATTERN``): one of :data:`STRING_CHOICES` that match it, plus the
-  default. A string with no other valid choice is left at its default.
+A proposal is a **full configuration** of the searched constants (as a change to the incumbent,
+which only ever differs in searched constants, so it is the same file as the configuration applied
+to the baseline). The baseline is the first trial (Optuna's enqueued start), a configuration already
+measured is never proposed again (the searcher is told its known value and asked again), and a
+failed trial is told back (Optuna: as the worst value seen).
 
-Sampled floats keep 4 significant digits, so the edited ``train.py`` stays readable.
+Resume is exact: a :class:`ReferenceProposer` rebuilt from a journal replays the history through a
+fresh searcher with the same seed — asking before telling each recorded trial, as the uninterrupted
+run did — so its internal state (random stream, step size, Optuna study) is the same as if it had
+never stopped.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import random
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from core.plugins import Proposer
-from core.records import Proposal, ProposalContext, TrialRecord
+from core.records import Proposal, ProposalContext, Status, TrialRecord
+from core.space import Dim, MultipleOf, SearchSpace
 from core.state import RunDir
 from domains.train_opt.session import TrainSession, TrainSettings
 from domains.train_opt.target import ParamSpec
+from experiments.suite.references import MAX_PROPOSALS_PER_TRIAL, Searcher, make_searcher
 
-Search = Literal["random", "tpe"]
+Search = Literal["random", "local", "tpe", "cmaes"]
+SEARCHES: tuple[Search, ...] = ("random", "local", "tpe", "cmaes")
 # A small fixed set of strings for pattern-checked str constants (those that match the pattern are used).
 STRING_CHOICES = ("L", "SL", "SSL", "SSSL", "SSSSSSSL", "LL", "SLSL", "SSLL", "S")
-SIGNIFICANT_DIGITS = 4
+INT_FACTOR = 2.0
+FLOAT_FACTOR = 4.0
+POW2_SPAN = 2
+ZERO_FLOAT_HIGH = 0.5
+_SEQ_LEN = re.compile(r"^MAX_SEQ_LEN\s*=\s*(\d+)", re.MULTILINE)
 
 
-def _round(value: float, low: float, high: float) -> float:
-    if value == 0 or not math.isfinite(value):
-        return value
-    rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
-    return min(max(rounded, low), high)
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched constant. ``kind`` says how it is encoded for Optuna (see the module doc)."""
-
-    spec: ParamSpec
-    kind: Literal["int", "pow2", "float", "choice", "tuple"]
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    choices: tuple[Any, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def keys(self) -> list[str]:
-        if self.kind == "pow2":
-            return [f"log2({self.name})"]
-        if self.kind == "tuple":
-            return [f"{self.name}[{i}]" for i in range(self.spec.length or 0)]
-        return [self.name]
-
-
-def _dimension(spec: ParamSpec) -> Dimension | None:
+def _dim(spec: ParamSpec) -> Dim | None:
+    """The searched dimension of one constant, or None when it stays at its start."""
+    value, low, high = spec.default, spec.low, spec.high
     if not spec.editable:
         return None
     if spec.kind == "bool":
-        return Dimension(spec, "choice", choices=(False, True))
+        return Dim(spec.name, "choice", choices=(value, not value))
     if spec.kind == "str":
         valid = [c for c in STRING_CHOICES if spec.pattern and re.fullmatch(spec.pattern, c)]
-        choices = tuple(dict.fromkeys([spec.default, *valid]))
-        return Dimension(spec, "choice", choices=choices) if len(choices) > 1 else None
-    if spec.low is None or spec.high is None or spec.low >= spec.high:
+        choices = tuple(dict.fromkeys([value, *valid]))
+        return Dim(spec.name, "choice", choices=choices) if len(choices) > 1 else None
+    if spec.kind == "int" and isinstance(value, int) and value > 0:
+        if spec.pow2 and value & (value - 1) == 0:
+            lo, hi = max(1, value >> POW2_SPAN), value << POW2_SPAN
+            if low is not None:
+                lo = max(lo, 1 << math.ceil(math.log2(max(low, 1))))
+            if high is not None:
+                hi = min(hi, 1 << math.floor(math.log2(high)))
+            return Dim(spec.name, "pow2", low=lo, high=hi) if lo <= hi and lo != hi else None
+        lo, hi = max(1, math.floor(value / INT_FACTOR)), math.ceil(value * INT_FACTOR)
+        lo, hi = max(lo, math.ceil(low)) if low is not None else lo, min(hi, math.floor(high)) if high is not None else hi
+        return Dim(spec.name, "int", low=lo, high=hi) if lo < hi else None
+    if spec.kind == "float" and isinstance(value, (int, float)):
+        if value > 0:
+            lo, hi = value / FLOAT_FACTOR, value * FLOAT_FACTOR
+            lo, hi = max(lo, low) if low is not None else lo, min(hi, high) if high is not None else hi
+            return Dim(spec.name, "float", low=lo, high=hi, log=lo > 0) if lo < hi else None
+        if value == 0:
+            lo = 0.0 if low is None else max(0.0, float(low))
+            hi = ZERO_FLOAT_HIGH if high is None else min(ZERO_FLOAT_HIGH, float(high))
+            return Dim(spec.name, "float", low=lo, high=hi) if lo < hi else None
+    return None  # tuples, negative starts: left at their start
+
+
+def target_space(specs: dict[str, ParamSpec], target_dir: Path | None = None) -> SearchSpace:
+    """The local box every reference searches on a train_opt target (see the module docstring)."""
+    dims = tuple(d for d in (_dim(s) for s in specs.values()) if d is not None)
+    if not dims:
+        raise ValueError("the target has no searchable hyperparameters")
+    names = {d.name for d in dims}
+    constraints, fixed = [], {}
+    seq_len = _max_seq_len(target_dir)
+    if seq_len and {"TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE"} <= names:
+        constraints.append(MultipleOf("TOTAL_BATCH_SIZE", ("DEVICE_BATCH_SIZE", seq_len)))
+    return SearchSpace(dims=dims, constraints=tuple(constraints), fixed=fixed)
+
+
+def _max_seq_len(target_dir: Path | None) -> int | None:
+    if target_dir is None or not (target_dir / "prepare.py").is_file():
         return None
-    if spec.kind == "int" and spec.pow2:
-        lo, hi = math.ceil(math.log2(max(spec.low, 1))), math.floor(math.log2(spec.high))
-        return Dimension(spec, "pow2", low=lo, high=hi) if lo < hi else None
-    if spec.kind == "int":
-        lo, hi = math.ceil(spec.low), math.floor(spec.high)
-        return Dimension(spec, "int", low=lo, high=hi, log=spec.log and lo >= 1) if lo < hi else None
-    if spec.kind in ("float", "tuple"):
-        return Dimension(spec, spec.kind, low=float(spec.low), high=float(spec.high), log=spec.log and spec.low > 0)
-    return None
+    found = _SEQ_LEN.search((target_dir / "prepare.py").read_text(encoding="utf-8", errors="replace"))
+    return int(found.group(1)) if found else None
 
 
-class SearchSpace:
-    """The editable constants of a target as a box a classical search can sample."""
-
-    def __init__(self, specs: dict[str, ParamSpec]) -> None:
-        self.dims = [d for d in (_dimension(s) for s in specs.values()) if d is not None]
-        if not self.dims:
-            raise ValueError("the target has no searchable hyperparameters")
-
-    @property
-    def names(self) -> list[str]:
-        return [d.name for d in self.dims]
-
-    # -- random sampling ---------------------------------------------------------------------------
-    @staticmethod
-    def _uniform(rng: random.Random, low: float, high: float, log: bool) -> float:
-        return math.exp(rng.uniform(math.log(low), math.log(high))) if log else rng.uniform(low, high)
-
-    def sample(self, rng: random.Random) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for d in self.dims:
-            if d.kind == "choice":
-                config[d.name] = rng.choice(d.choices)
-            elif d.kind == "pow2":
-                config[d.name] = 2 ** rng.randint(int(d.low), int(d.high))
-            elif d.kind == "int":
-                value = round(self._uniform(rng, d.low, d.high, d.log)) if d.log else rng.randint(int(d.low), int(d.high))
-                config[d.name] = int(min(max(value, d.low), d.high))
-            elif d.kind == "float":
-                config[d.name] = _round(self._uniform(rng, d.low, d.high, d.log), d.low, d.high)
-            else:
-                config[d.name] = tuple(_round(self._uniform(rng, d.low, d.high, d.log), d.low, d.high)
-                                       for _ in range(d.spec.length or 0))
-        return config
-
-    # -- the Optuna view -------------------------------------------------------------------------
-    def distributions(self) -> dict[str, Any]:
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        out: dict[str, Any] = {}
-        for d in self.dims:
-            for key in d.keys():
-                if d.kind == "choice":
-                    out[key] = CategoricalDistribution(d.choices)
-                elif d.kind in ("pow2", "int"):
-                    out[key] = IntDistribution(int(d.low), int(d.high), log=d.log)
-                else:
-                    out[key] = FloatDistribution(d.low, d.high, log=d.log)
-        return out
-
-    def to_params(self, config: dict[str, Any]) -> dict[str, Any] | None:
-        """Optuna parameters of a configuration; ``None`` when it lies outside the box."""
-        params: dict[str, Any] = {}
-        try:
-            for d in self.dims:
-                value = config[d.name]
-                if d.kind == "choice":
-                    if value not in d.choices:
-                        return None
-                    params[d.name] = value
-                elif d.kind == "pow2":
-                    exponent = int(value).bit_length() - 1
-                    if 2**exponent != value or not d.low <= exponent <= d.high:
-                        return None
-                    params[f"log2({d.name})"] = exponent
-                elif d.kind == "tuple":
-                    if len(value) != len(d.keys()) or not all(d.low <= v <= d.high for v in value):
-                        return None
-                    params.update({k: float(v) for k, v in zip(d.keys(), value, strict=True)})
-                else:
-                    if not d.low <= value <= d.high:
-                        return None
-                    params[d.name] = int(value) if d.kind == "int" else float(value)
-        except (KeyError, TypeError, ValueError):
-            return None
-        return params
-
-    def from_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for d in self.dims:
-            if d.kind == "choice":
-                config[d.name] = params[d.name]
-            elif d.kind == "pow2":
-                config[d.name] = 2 ** int(params[f"log2({d.name})"])
-            elif d.kind == "int":
-                config[d.name] = int(params[d.name])
-            elif d.kind == "float":
-                config[d.name] = _round(float(params[d.name]), d.low, d.high)
-            else:
-                config[d.name] = tuple(_round(float(params[k]), d.low, d.high) for k in d.keys())
-        return config
+def _config(record: TrialRecord, start: dict[str, Any]) -> dict[str, Any]:
+    if record.proposal is None or record.proposal.is_baseline:
+        return dict(start)
+    return {**start, **{k: v for k, v in record.proposal.changes.items() if k in start}}
 
 
-def _search_records(history: Sequence[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in history if r.proposal is not None and not r.proposal.is_baseline]
+def _value(record: TrialRecord) -> float | None:
+    ok = record.status in (Status.KEEP, Status.DISCARD) and record.score is not None and math.isfinite(record.score)
+    return float(record.score) if ok else None
 
 
-class RandomProposer(Proposer):
-    """Uniform random search over the box. Stateless: the sample of iteration ``i`` depends only on
-    the run's seed and ``i`` (``ctx.seed``), so a resumed run proposes what the uninterrupted one would."""
+class ReferenceProposer(Proposer):
+    """A reference searcher as a Level-1 proposer (see the module docstring for the rules)."""
 
-    def __init__(self, *, space: SearchSpace) -> None:
-        self.space = space
+    def __init__(self, *, search: Search, space: SearchSpace, start: dict[str, Any], seed: int) -> None:
+        self.search, self.space, self.seed = search, space, seed
+        self.start = {d.name: start[d.name] for d in space.dims}
+        self._fresh()
 
-    def propose(self, ctx: ProposalContext) -> Proposal:
-        config = self.space.sample(random.Random(ctx.seed))
-        return Proposal(changes=config, hypothesis=f"random sample of all {len(config)} searched constants",
-                        region="random", origin="random")
+    def _fresh(self) -> None:
+        self.searcher: Searcher = make_searcher(self.search, self.space, self.start, self.seed)
+        self.told = 0  # search records of the history already told to the searcher
+        self.asked: dict[int, dict[str, Any]] = {}  # iteration -> the configuration proposed for it
+        self.seen: dict[str, float | None] = {}
+        self.incumbent = dict(self.start)
 
+    def _key(self, config: dict[str, Any]) -> str:
+        return json.dumps(config, sort_keys=True, default=str)
 
-class TPEProposer(Proposer):
-    """Optuna's TPE sampler through ask/tell, rebuilt from the history at every proposal.
+    def _next(self) -> dict[str, Any]:
+        """Ask until a configuration not measured yet comes back (a duplicate costs a proposal, not a trial)."""
+        for _ in range(MAX_PROPOSALS_PER_TRIAL):
+            asked = self.searcher.ask(dict(self.incumbent))
+            config = {d.name: asked[d.name] for d in self.space.dims}
+            known = self._key(config)
+            if known not in self.seen:
+                return config
+            self.searcher.tell(config, self.seen[known], False)
+        return config  # the searcher is stuck on measured points; the loop's own duplicate rule decides
 
-    Each proposal builds a fresh in-memory study, tells it every finished trial of the history (the
-    baseline's configuration with its score, then each search trial: ``COMPLETE`` with its val_bpb,
-    crashes / failures / timeouts as ``FAIL``), and asks a sampler seeded with ``ctx.seed``. So the
-    search state is the journal itself: resuming rebuilds it exactly, and nothing is stored twice.
-    ``n_startup_trials`` counts completed trials, the baseline included.
-    """
-
-    def __init__(self, *, space: SearchSpace, baseline: dict[str, Any], n_startup_trials: int = 10) -> None:
-        self.space = space
-        self.baseline = baseline
-        self.n_startup_trials = n_startup_trials
-
-    def study(self, history: Sequence[TrialRecord], seed: int) -> Any:
-        import optuna
-        from optuna.samplers import TPESampler
-        from optuna.trial import TrialState, create_trial
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        distributions = self.space.distributions()
-        study = optuna.create_study(direction="minimize",
-                                    sampler=TPESampler(seed=seed % 2**32, n_startup_trials=self.n_startup_trials))
+    def _sync(self, history: tuple[TrialRecord, ...]) -> None:
         baseline = next((r for r in history if r.proposal is not None and r.proposal.is_baseline), None)
-        told = [(self.baseline, baseline)] if baseline is not None else []
-        told += [(dict(r.proposal.changes), r) for r in _search_records(history)]
-        for config, record in told:
-            params = self.space.to_params(config)
-            if params is None:
-                continue
-            if record.finished_ok and record.score is not None and math.isfinite(record.score):
-                trial = create_trial(params=params, distributions=distributions, value=record.score)
-            else:
-                trial = create_trial(params=params, distributions=distributions, state=TrialState.FAIL)
-            study.add_trial(trial)
-        return study
+        if baseline is not None and self._key(self.start) not in self.seen:
+            self.seen[self._key(self.start)] = _value(baseline)
+            self.searcher.tell(dict(self.start), _value(baseline), True)
+        search = [r for r in history if r.proposal is not None and not r.proposal.is_baseline]
+        if len(search) < self.told:  # a history that is not a continuation of the one told: start over
+            self._fresh()
+            return self._sync(history)
+        for record in search[self.told:]:
+            if record.iteration not in self.asked:
+                self._next()  # replay: the uninterrupted run asked before it was told
+            config = _config(record, self.start)
+            config = {d.name: config[d.name] for d in self.space.dims}
+            value = _value(record)
+            improved = record.status is Status.KEEP
+            self.seen[self._key(config)] = value
+            if improved:
+                self.incumbent = dict(config)
+            self.searcher.tell(config, value, improved)
+            self.told += 1
 
     def propose(self, ctx: ProposalContext) -> Proposal:
-        study = self.study(ctx.history, ctx.seed)
-        trial = study.ask(self.space.distributions())
-        completed = sum(t.value is not None for t in study.trials)
-        phase = "startup (random)" if completed < self.n_startup_trials else "TPE"
-        return Proposal(changes=self.space.from_params(trial.params), region="tpe", origin="tpe",
-                        hypothesis=f"TPE suggestion after {completed} completed trial(s), {phase} phase")
-
-
-def tpe_startup_trials(iterations: int) -> int:
-    """Optuna's default of 10 random startup trials would make a short budget pure random search;
-    a third of the budget (at least 1, at most 10) leaves TPE most of it."""
-    return max(1, min(10, iterations // 3))
+        self._sync(ctx.history)
+        config = self._next()
+        self.asked[ctx.iteration] = config
+        return Proposal(changes=config, region=self.search, origin=self.search,
+                        hypothesis=f"{self.search} reference: next configuration of all {len(config)} searched constants")
 
 
 class ClassicSession(TrainSession):
-    """A train_opt run whose Level-1 proposer is a classical search instead of the researcher.
+    """A train_opt run whose Level-1 proposer is a reference search instead of the researcher.
 
     Everything else is :class:`TrainSession`: the run directory, the copied target, the baseline,
     the executor, the keep rule, the cycle schedule, ``resume``. No LLM is called (the session's
     client is the offline stand-in, built and never asked); ``classic.json`` in the run directory
-    says which search ran.
+    says which search ran and over which space.
     """
 
     search: ClassVar[Search]
 
     def __init__(self, run: RunDir, settings: TrainSettings) -> None:
         super().__init__(run, settings)
-        marker = run.path / "classic.json"
-        if not marker.exists():
-            run.write_json("classic.json", {"search": self.search, "llm": "none",
-                                            "note": "classical reference search; the researcher client is never called"})
-        space = SearchSpace(self.specs)
-        if self.search == "random":
-            proposer: Proposer = RandomProposer(space=space)
-        else:
-            budget = settings.inner_budget * settings.outer_cycles
-            proposer = TPEProposer(space=space, baseline={n: s.default for n, s in self.specs.items()},
-                                   n_startup_trials=tpe_startup_trials(budget))
-        self.inner.proposer = proposer
-
-
-class RandomSession(ClassicSession):
-    search = "random"
-
-
-class TPESession(ClassicSession):
-    search = "tpe"
+        target = run.path / "target"
+        space = target_space(self.specs, target if target.is_dir() else None)
+        if not (run.path / "classic.json").exists():
+            run.write_json("classic.json", {
+                "search": self.search, "llm": "none",
+                "note": "reference search; the researcher client is never called",
+                "space": [{"name": d.name, "kind": d.kind, "low": d.low, "high": d.high, "log": d.log,
+                           "choices": list(d.choices)} for d in space.dims],
+                "constraints": [f"{c.name} multiple of {' x '.join(map(str, c.factors))}" for c in space.constraints],
+            })
+        start = {n: s.default for n, s in self.specs.items()}
+        self.inner.proposer = ReferenceProposer(search=self.search, space=space, start=start, seed=settings.seed)
 
 
 def session_class(search: Search | None) -> type[TrainSession]:
-    return {None: TrainSession, "random": RandomSession, "tpe": TPESession}[search]
+    if search is None:
+        return TrainSession
+    return type(f"{search.title()}Session", (ClassicSession,), {"search": search})

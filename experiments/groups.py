@@ -1,14 +1,18 @@
 """The ablation's groups, and what one repeat of a group is: a train_opt run plus its results row.
 
-Fairness by construction — every group runs :class:`~domains.train_opt.session.TrainSession`'s one
+The rules that make groups comparable — every group runs :class:`~domains.train_opt.session.TrainSession`'s one
 schedule: a baseline, then ``cycles`` outer cycles of ``iterations // cycles`` Level-1 trials, from
 the same ``train.py``, with seed ``BASE + repeat`` for repeat ``repeat`` in every group. A level that
 is off does nothing at its slot; history, best and incumbent carry across cycles in every group.
-RANDOM and TPE swap only the Level-1 proposer (:mod:`experiments.classic`).
+The references (RANDOM, LOCAL, TPE, CMAES) swap only the Level-1 proposer and search a bounded
+local box with the target's constraints built in (:mod:`experiments.classic`). With
+``endpoint_seeds`` > 0 a finished repeat re-measures the baseline and its final incumbent on held-out
+training seeds (:func:`measure_endpoint`), the unbiased Δ of the row's ``endpoint``.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,11 +23,11 @@ from pydantic import BaseModel, ConfigDict
 
 from core.errors import ConfigError, UserError
 from core.records import Status, TrialRecord
-from core.state import JOURNAL_NAME, RunDir
+from core.state import JOURNAL_NAME, RunDir, atomic_write_json
 from domains.train_opt.session import Level, TrainSession, TrainSettings, make_settings, summarize
 
 RESULT_KEYS = ("group", "repeat", "seed", "run_dir", "levels", "provider", "model", "baseline", "best", "delta",
-               "iterations", "counts", "usage", "wall_s", "trace", "mechanisms", "settings", "finished_at")
+               "endpoint", "iterations", "counts", "usage", "wall_s", "trace", "mechanisms", "settings", "finished_at")
 MECHANISM_KEYS = ("cycle", "region", "verdict", "score", "parent_score", "name", "hook_calls")
 NO_LLM = "none"
 
@@ -32,7 +36,7 @@ NO_LLM = "none"
 class Group:
     name: str
     levels: tuple[Level, ...]
-    search: Literal["random", "tpe"] | None = None
+    search: Literal["random", "local", "tpe", "cmaes"] | None = None
     description: str = ""
 
     @property
@@ -45,9 +49,13 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
     Group("B", ("1", "1.5"), description="Levels 1 + 1.5: plus outer patches to the search config"),
     Group("C", ("1", "1.5", "2"), description="Levels 1 + 1.5 + 2: plus generated mechanisms"),
     Group("D", ("1", "2"), description="Levels 1 + 2: generated mechanisms, no config patches"),
-    Group("RANDOM", ("1",), search="random", description="uniform random search over the same space (no LLM)"),
-    Group("TPE", ("1",), search="tpe", description="Optuna TPE over the same space (no LLM)"),
+    Group("RANDOM", ("1",), search="random", description="random search over the references' local box (no LLM)"),
+    Group("LOCAL", ("1",), search="local", description="coordinate search with an adaptive step (no LLM)"),
+    Group("TPE", ("1",), search="tpe", description="Optuna TPE, multivariate, baseline enqueued (no LLM)"),
+    Group("CMAES", ("1",), search="cmaes", description="Optuna CMA-ES, baseline enqueued (no LLM)"),
 )}
+ENDPOINT_SEED_BASE = 10_000  # held-out training seeds: never a repeat's own seed
+ENDPOINT = "endpoint.json"
 
 
 def parse_groups(text: str) -> tuple[str, ...]:
@@ -66,6 +74,8 @@ class Plan(BaseModel):
     iterations: int
     cycles: int
     time_budget: float | None = None
+    flop_budget: float | None = None
+    endpoint_seeds: int = 0
     provider: str = "offline"
     model: str | None = None
     target_dir: str | None = None
@@ -78,11 +88,12 @@ class Plan(BaseModel):
         command = memory_capped_command(self.trial_memory_gb) if self.trial_memory_gb else None
         llm = {"provider": self.provider, "model": self.model} if group.uses_llm else {"provider": "offline"}
         return make_settings(levels=group.levels, inner_budget=self.iterations // self.cycles, outer_cycles=self.cycles,
-                             time_budget=self.time_budget, target_dir=self.target_dir, seed=self.seed + repeat,
+                             time_budget=self.time_budget, flop_budget=self.flop_budget, target_dir=self.target_dir, seed=self.seed + repeat,
                              threads=self.threads, trial_timeout_s=self.trial_timeout_s, command=command, **llm)
 
     def row_settings(self) -> dict[str, Any]:
-        return {"time_budget": self.time_budget, "cycles": self.cycles, "iterations": self.iterations,
+        return {"time_budget": self.time_budget, "flop_budget": self.flop_budget,
+                "endpoint_seeds": self.endpoint_seeds, "cycles": self.cycles, "iterations": self.iterations,
                 "threads": self.threads, "target": self.target_dir or "bundled"}
 
 
@@ -153,12 +164,64 @@ def run_repeat(spec: RepeatSpec, run_dir: Path | None = None) -> dict[str, Any]:
     session = session_class(group).resume(path)
     try:
         summary = session.run()
+        if summary.get("complete"):
+            measure_endpoint(session, Plan.model_validate(spec.plan).endpoint_seeds)
     finally:
         session.close()
     if not summary.get("complete"):
         raise UserError(f"{spec.name} stopped before its budget was spent ({summary.get('stopped')}); "
                         f"rerun the same command to resume it")
     return make_row(spec, path)
+
+
+def measure_endpoint(session: TrainSession, seeds: int) -> dict[str, Any]:
+    """Re-measure the baseline and the final incumbent on ``seeds`` held-out training seeds.
+
+    The search's own figures are biased (its best is the minimum over many noisy draws, the baseline
+    is one draw); the endpoint is not: both configurations are trained afresh on seeds no trial of
+    the run used. Each measurement is saved to ``endpoint.json`` as it finishes, so an interrupted
+    endpoint resumes where it stopped."""
+    from core.plugins import ExecContext
+    from core.records import Proposal
+    from domains.train_opt.executor import TrainExecutor
+
+    run, settings = session.rundir, session.settings
+    path = run.path / ENDPOINT
+    done: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    incumbent = session.inner.incumbent
+    done.setdefault("incumbent", incumbent)
+    for which, artifact in (("baseline", None), ("best", incumbent)):
+        values = done.setdefault(which, {})
+        for k in range(seeds):
+            seed = ENDPOINT_SEED_BASE + k
+            if str(seed) in values:
+                continue
+            env = {**settings.trial_env(), "BILEVEL_SEED": str(seed)}
+            executor = TrainExecutor(workdir=run.path / "target", original=session.original, command=settings.command,
+                                     timeout_s=settings.timeout(), env=env, progress=None)
+            trial_dir = run.path / "endpoint" / f"{which}-s{seed}"
+            trial_dir.mkdir(parents=True, exist_ok=True)
+            result = executor.execute(Proposal(origin="endpoint", hypothesis="re-measured on a held-out seed"),
+                                      ExecContext(loop="endpoint", iteration=k, cycle=0, run_dir=run.path,
+                                                  trial_dir=trial_dir, incumbent=artifact))
+            value = result.metrics.get(executor.metric) if result.status == "ok" else None
+            values[str(seed)] = value
+            atomic_write_json(path, done)
+    return done
+
+
+def endpoint_of(run_dir: Path) -> dict[str, Any] | None:
+    """The endpoint figures of a finished repeat: per-seed values and Δ = mean(best) − mean(baseline)."""
+    path = run_dir / ENDPOINT
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    seeds = sorted(set(data.get("baseline", {})) & set(data.get("best", {})), key=int)
+    base = [data["baseline"][s] for s in seeds]
+    best = [data["best"][s] for s in seeds]
+    ok = seeds and all(v is not None for v in base + best)
+    delta = round(sum(best) / len(best) - sum(base) / len(base), 6) if ok else None
+    return {"seeds": [int(s) for s in seeds], "baseline": base, "best": best, "delta": delta}
 
 
 def _model_id(provider: str, model: str | None) -> tuple[str, str | None]:
@@ -216,6 +279,7 @@ def make_row(spec: RepeatSpec, run_dir: Path | None = None) -> dict[str, Any]:
         "group": spec.group, "repeat": spec.repeat, "seed": spec.seed, "run_dir": f"runs/{spec.name}",
         "levels": list(group.levels) if group.uses_llm else [], "provider": provider, "model": model,
         "baseline": summary["baseline"], "best": summary["best"], "delta": summary["delta"],
+        "endpoint": endpoint_of(run_dir or spec.run_dir),
         "iterations": summary["iterations"],
         "counts": {s.value: summary["counts"].get(s.value, 0) for s in Status},
         "usage": usage, "wall_s": wall, "trace": trace(records),

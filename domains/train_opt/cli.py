@@ -124,7 +124,8 @@ SPEC = DomainCli(
     show_report=_show_report, to_settings=_to_settings,
     global_options=[
         Opt("target_dir", Path | None, None, "An autoresearch-style clone (train.py + prepare.py); default: the bundled CPU harness."),
-        Opt("time_budget", float | None, None, "Training seconds per trial (bundled harness only)."),
+        Opt("time_budget", float | None, None, "Training seconds per trial (bundled harness only; default on a CPU: fixed compute)."),
+        Opt("flop_budget", float | None, None, "Training FLOPs per trial (bundled harness only): the same train.py and seed give the same val_bpb."),
         Opt("data", Path | None, None, "A UTF-8 text file or folder to train on (bundled harness only)."),
         Opt("threads", int | None, None, "CPU threads per trial (default: all cores)."),
     ],

@@ -50,6 +50,7 @@ class TrainSettings(RunSettings):
     """A train_opt run: core's fields plus the target and its trial limits."""
 
     time_budget: float | None = Field(default=None, gt=0)
+    flop_budget: float | None = Field(default=None, gt=0)
     target_dir: str | None = None
     command: list[str] | None = None
     trial_timeout_s: float | None = Field(default=None, gt=0)
@@ -73,6 +74,8 @@ class TrainSettings(RunSettings):
         env = {"BILEVEL_SEED": str(self.seed)}
         if self.time_budget:
             env["BILEVEL_TIME_BUDGET"] = f"{self.time_budget:g}"
+        if self.flop_budget:
+            env["BILEVEL_FLOP_BUDGET"] = f"{self.flop_budget:g}"
         if self.data:
             env["BILEVEL_DATA"] = str(Path(self.data).resolve())
         if self.threads:
@@ -124,6 +127,11 @@ class TrainDomain(Domain):
         if settings.target_dir and settings.time_budget:
             raise UserError("--time-budget applies only to the bundled harness; a --target-dir clone fixes its "
                             "time budget in its own prepare.py (drop --time-budget)")
+        if settings.target_dir and settings.flop_budget:
+            raise UserError("--flop-budget applies only to the bundled harness; a --target-dir clone fixes its "
+                            "budget in its own prepare.py (drop --flop-budget)")
+        if settings.time_budget and settings.flop_budget:
+            raise UserError("--time-budget and --flop-budget both set; give one (fixed compute: --flop-budget)")
         if settings.target_dir and settings.data:
             raise UserError("--data applies only to the bundled harness; a --target-dir clone prepares its own "
                             "data (drop --data)")

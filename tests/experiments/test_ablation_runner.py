@@ -20,11 +20,12 @@ from core.records import Proposal, ProposalContext, Status, TrialRecord
 from domains.train_opt import target as tgt
 from experiments import distributed
 from experiments.ablation import app, append_row, read_rows
-from experiments.classic import SearchSpace, TPEProposer
+from experiments.classic import ReferenceProposer, target_space
 from experiments.groups import MECHANISM_KEYS, RESULT_KEYS, Plan, RepeatSpec, make_row, prepare_run_dir
 
 STANDIN = Path(__file__).resolve().parents[1] / "domains" / "train_opt" / "standin_target"
-TINY = ["--repeats", "2", "--iterations", "2", "--cycles", "2", "--threads", "1", "--trial-timeout", "20"]
+TINY = ["--repeats", "2", "--iterations", "2", "--cycles", "2", "--threads", "1", "--trial-timeout", "20",
+        "--endpoint-seeds", "1"]
 VOLATILE = ("wall_s", "finished_at")
 
 
@@ -65,9 +66,15 @@ def test_tiny_ablation_writes_one_row_per_repeat_with_exactly_the_agreed_keys(ti
         assert row["iterations"] == 2 and sum(row["counts"].values()) == 2
         assert set(row["counts"]) == {s.value for s in Status}
         assert set(row["usage"]) == {"calls", "prompt_tokens", "completion_tokens", "cost_usd"}
-        assert row["settings"] == {"time_budget": None, "cycles": 2, "iterations": 2, "threads": 1,
-                                   "target": str(standin.resolve())}
+        assert row["settings"] == {"time_budget": None, "flop_budget": None, "endpoint_seeds": 1, "cycles": 2,
+                                   "iterations": 2, "threads": 1, "target": str(standin.resolve())}
         assert row["delta"] == pytest.approx(row["best"] - row["baseline"])
+        # the endpoint re-measures baseline and final incumbent on a held-out seed, not the run's own
+        endpoint = row["endpoint"]
+        assert endpoint["seeds"] == [10_000] and endpoint["seeds"][0] != row["seed"]
+        assert endpoint["delta"] == pytest.approx(endpoint["best"][0] - endpoint["baseline"][0])
+        kept_nothing = row["counts"]["keep"] == 1  # only the baseline: the incumbent is the baseline
+        assert not kept_nothing or endpoint["best"] == endpoint["baseline"]
         assert (out / row["run_dir"] / "journal.jsonl").is_file()
         assert row["run_dir"] == f"runs/{row['group']}-r{row['repeat']}"
     args = json.loads((out / "ablation.json").read_text())
@@ -103,46 +110,54 @@ def test_level_2_rows_list_their_mechanisms_with_verdicts_and_hook_calls(tiny):
         assert r["provider"] == "none" and r["model"] is None and r["levels"] == [] and r["usage"]["calls"] == 0
 
 
-def test_random_and_tpe_search_the_discovered_space_within_its_ranges(tiny, standin):
+def test_references_search_a_local_box_with_the_batch_constraint_built_in(tiny, standin):
     out, _ = tiny
     specs = tgt.discover((standin / "train.py").read_text())
-    space = SearchSpace(specs)
-    assert set(space.names) == {n for n, s in specs.items() if s.editable}
+    space = target_space(specs, standin)
+    assert space.constraints and space.constraints[0].name == "TOTAL_BATCH_SIZE"
+    for d in space.dims:  # a local box around the start, not train_opt's validation range
+        start = specs[d.name].default
+        if d.kind in ("int", "float") and start > 0:
+            assert d.low >= start / 4 - 1 and d.high <= start * 4 + 1, d
     for group in ("RANDOM", "TPE"):
         for repeat in (0, 1):
             run = out / "runs" / f"{group}-r{repeat}"
-            assert json.loads((run / "classic.json").read_text())["search"] == group.lower()
+            marker = json.loads((run / "classic.json").read_text())
+            assert marker["search"] == group.lower() and marker["constraints"]
             search = [r for r in inner_records(run) if r.proposal.origin != "baseline"]
             assert len(search) == 2
             for record in search:
                 assert set(record.proposal.changes) == set(space.names)
-                for name, value in record.proposal.changes.items():
-                    tgt.coerce(specs[name], value)  # in range, powers of two where required
+                assert space.feasible(record.proposal.changes) is None
 
 
-def _fake_record(iteration: int, changes: dict, score: float | None) -> TrialRecord:
-    status = Status.DISCARD if score is not None else Status.CRASH
+def _fake_record(iteration: int, changes: dict, score: float | None, kept: bool = False) -> TrialRecord:
+    status = (Status.KEEP if kept else Status.DISCARD) if score is not None else Status.CRASH
     origin = "baseline" if iteration == 0 else "tpe"
     return TrialRecord(loop="inner", iteration=iteration, status=Status.KEEP if iteration == 0 else status,
                        proposal=Proposal(changes=changes, origin=origin), score=score)
 
 
-def test_tpe_suggestions_stay_in_range_past_its_startup_phase_and_replay_deterministically(standin):
+@pytest.mark.parametrize("search", ["random", "local", "tpe", "cmaes"])
+def test_a_reference_rebuilt_from_the_journal_proposes_what_the_uninterrupted_one_would(standin, search):
     specs = tgt.discover((standin / "train.py").read_text())
-    space = SearchSpace(specs)
-    baseline = {n: s.default for n, s in specs.items()}
-    proposer = TPEProposer(space=space, baseline=baseline, n_startup_trials=2)
+    space = target_space(specs, standin)
+    start = {n: s.default for n, s in specs.items()}
+    live = ReferenceProposer(search=search, space=space, start=start, seed=7)
     rng = random.Random(3)
     history = [_fake_record(0, {}, 1.0)]
-    for i in range(1, 13):
+    seen = set()
+    for i in range(1, 9):
         ctx = ProposalContext(loop="inner", iteration=i, cycle=0, history=tuple(history), seed=1000 + i)
-        proposal = proposer.propose(ctx)
-        assert proposal.changes == proposer.propose(ctx).changes  # the study is rebuilt from the history alone
-        for name, value in proposal.changes.items():
-            tgt.coerce(specs[name], value)
-        assert space.to_params(proposal.changes) is not None
-        history.append(_fake_record(i, proposal.changes, None if i % 4 == 0 else rng.uniform(0.9, 1.5)))
-    assert "TPE phase" in proposal.hypothesis
+        proposal = live.propose(ctx)
+        rebuilt = ReferenceProposer(search=search, space=space, start=start, seed=7).propose(ctx)
+        assert rebuilt.changes == proposal.changes, f"{search}: resume diverged at iteration {i}"
+        assert space.feasible(proposal.changes) is None
+        key = json.dumps(proposal.changes, sort_keys=True)
+        assert key not in seen  # a measured configuration is never proposed again
+        seen.add(key)
+        score = None if i % 4 == 0 else rng.uniform(0.9, 1.5)
+        history.append(_fake_record(i, proposal.changes, score, kept=score is not None and score < 0.95))
 
 
 def test_workers_2_gives_the_same_rows_as_workers_1(tiny, standin, tmp_path):
