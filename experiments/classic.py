@@ -180,6 +180,24 @@ class ReferenceProposer(Proposer):
                         hypothesis=f"{self.search} reference: next configuration of all {len(config)} searched constants")
 
 
+class BoxedSession(TrainSession):
+    """Groups A-D on the ablation: the researcher's parameter ranges are the references' box.
+
+    The researcher (LLM or offline stand-in) reads each constant's range from the specs; here they
+    are narrowed to :func:`target_space`, so every arm of the ablation searches the same box. A
+    constant the box leaves out (a tuple such as ``ADAM_BETAS``) stays editable for the researcher
+    within its spec's range: the references never move it."""
+
+    def __init__(self, run: RunDir, settings: TrainSettings) -> None:
+        super().__init__(run, settings)
+        from experiments.suite.groups import narrowed_specs
+
+        target = run.path / "target"
+        narrowed = narrowed_specs(self.specs, target_space(self.specs, target if target.is_dir() else None))
+        self.specs.clear()
+        self.specs.update(narrowed)  # the proposer holds this very dict
+
+
 class ClassicSession(TrainSession):
     """A train_opt run whose Level-1 proposer is a reference search instead of the researcher.
 
@@ -209,5 +227,5 @@ class ClassicSession(TrainSession):
 
 def session_class(search: Search | None) -> type[TrainSession]:
     if search is None:
-        return TrainSession
+        return BoxedSession
     return type(f"{search.title()}Session", (ClassicSession,), {"search": search})
