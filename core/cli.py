@@ -109,6 +109,14 @@ LOOP_OPTIONS = [
     Opt("max_calls", int | None, None, "Stop after this many LLM calls."),
     Opt("wall_time", float | None, None, "Stop after this many seconds.", key="wall_time_s"),
     Opt("record_cassette", bool, False, "Record every LLM call to RUN_DIR/cassette.jsonl."),
+    # parallel trials (core.batch, core.pool): the same flags in every domain
+    Opt("parallel", int, 1, "Trials in flight at once (K). Decided in proposal order; same trial budget as K=1."),
+    Opt("executor", str, "local", "Where trials run: local (slots on this machine) or ray (tasks on a Ray cluster)."),
+    Opt("ray_address", str | None, None, "Ray cluster address for --executor ray (default: a new local instance)."),
+    Opt("gpus", str | None, None, "Comma list of CUDA devices for local slots, one trial each (e.g. 0,1,2,3)."),
+    Opt("trial_threads", int | None, None, "Threads per trial (default with --parallel K > 1: the cores / K)."),
+    Opt("trial_cpus", float, 1.0, "CPUs a Ray task declares per trial."),
+    Opt("trial_gpus", float, 0.0, "GPUs a Ray task declares per trial (Ray sets CUDA_VISIBLE_DEVICES)."),
 ]
 
 
@@ -169,6 +177,13 @@ def execute(spec: DomainCli, session: Any, *, header: str) -> dict[str, Any]:
             console.print(line, soft_wrap=True)
 
     session.on_event = on_event
+
+    def on_flight(loop: str, flying: tuple[int, ...], finished: int) -> None:
+        if flying:
+            console.print(f"  {loop}: in flight {', '.join(f'#{i}' for i in flying)} ({finished} finished in this batch)",
+                          style="dim", markup=False, soft_wrap=True)
+
+    session.on_flight = on_flight
     path = session.rundir.path
     console.print(f"[bold]{escape(header)}[/bold] → {escape(str(path))}")
     ids = session.settings.client_ids()
@@ -252,6 +267,7 @@ def make_app(spec: DomainCli) -> typer.Typer:
         Opt("max_calls", int | None, None, "Raise the LLM call limit (whole run)."),
         Opt("wall_time", float | None, None, "Change the wall-time limit (seconds, from this start).",
             key="wall_time_s"),
+        Opt("ray_address", str | None, None, "Change the Ray cluster address (--executor ray runs)."),
     ]
     run_dir_arg = inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
                                     default=typer.Argument(..., help="The run directory."))
@@ -263,7 +279,7 @@ def make_app(spec: DomainCli) -> typer.Typer:
                        and ctx.obj[o.key or o.name] != o.default)
         if fixed:
             typer.echo(f"error: resume takes its settings from RUN_DIR/settings.json; drop {', '.join(fixed)} "
-                       "(resume may change only --max-cost, --max-calls, --wall-time and --request-timeout)", err=True)
+                       "(resume may change only --max-cost, --max-calls, --wall-time, --request-timeout and --ray-address)", err=True)
             raise typer.Exit(EXIT_USER_ERROR)
         overrides = {**_keys(resume_options, values), "request_timeout_s": ctx.obj.get("request_timeout_s")}
         guard(lambda: execute(spec, spec.session().resume(run_dir, overrides), header=f"{spec.name} resume"))

@@ -50,6 +50,24 @@ class ProposalEvent(Event):
     hook_calls: dict[str, dict[str, int]] = Field(default_factory=dict)
     hook_effects: dict[str, dict[str, int]] = Field(default_factory=dict)  # the calls that changed something
     hook_effects: dict[str, dict[str, int]] = Field(default_factory=dict)
+    batch: int | None = None  # with --parallel K: the first iteration of the candidate's batch (core.batch)
+
+
+class ExecutedEvent(Event):
+    """A batched trial's measured fields, journaled (fsync) the moment it finished, before the batch
+    is decided in proposal order (core.batch); or, without a ``proposal`` event before it, a slot of
+    the batch that got no candidate (its final fields)."""
+
+    type: Literal["executed"]
+    loop: str
+    iteration: int = Field(ge=0)
+    cycle: int = Field(ge=0)
+    fields: dict[str, Any]
+    duration_s: float = Field(default=0.0, ge=0)
+    batch: int | None = None
+    rejections: list[str] = Field(default_factory=list)
+    hook_calls: dict[str, dict[str, int]] = Field(default_factory=dict)
+    hook_effects: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class StoppedEvent(Event):
@@ -149,7 +167,7 @@ def register_event(model: type[Event]) -> type[Event]:
     return model
 
 
-for _model in (TrialEvent, ProposalEvent, StoppedEvent, MechanismDetachedEvent, RunStartedEvent, RunResumedEvent,
+for _model in (TrialEvent, ProposalEvent, ExecutedEvent, StoppedEvent, MechanismDetachedEvent, RunStartedEvent, RunResumedEvent,
                RunEndedEvent, SettingsChangedEvent, LLMCallEvent, CycleEndEvent, Level15VerdictEvent, ConfigEvent,
                ConfigRejectedEvent):
     register_event(_model)

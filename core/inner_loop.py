@@ -20,7 +20,7 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -52,6 +52,9 @@ from core.records import (
     TrialRecord,
 )
 from core.state import RunDir
+
+if TYPE_CHECKING:
+    from core.batch import BatchRunner
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,7 @@ class InnerLoopController:
         self.history: list[TrialRecord] = []
         self._incumbent: TrialRecord | None = None
         self._per_cycle: Counter = Counter()
+        self.batch: BatchRunner | None = None  # set by the schedule for --parallel K > 1 (core.batch)
         for event in run.journal.events("trial", loop=loop):
             self._remember(TrialRecord.model_validate(event["record"]))
         last_proposal = run.journal.last("proposal", loop=loop)
@@ -285,7 +289,7 @@ class InnerLoopController:
         return base.model_copy(update={"guidance": Guidance(text="\n".join(texts), constraints=constraints)})
 
     def _propose(self, ctx: ProposalContext) -> tuple[Proposal | None, tuple[str, ...]]:
-        feedback: list[str] = []
+        feedback: list[str] = list(ctx.feedback)  # a batch re-asks with its refusals (a duplicate in flight)
         for _attempt in range(self.max_reasks + 1):
             asked = ctx.model_copy(update={"feedback": tuple(feedback)})
             candidate = None
@@ -393,9 +397,20 @@ class InnerLoopController:
 
     def _execute_and_judge(self, proposal: Proposal, ctx: ProposalContext, iteration: int, cycle: int,
                            parent: str | None) -> dict[str, Any]:
-        exec_ctx = ExecContext(loop=self.loop, iteration=iteration, cycle=cycle, run_dir=self.run.path,
-                               trial_dir=self.run.trial_dir(self.loop, iteration), incumbent=parent)
-        result: ExecutionResult = self.executor.execute(proposal, exec_ctx)
+        exec_ctx = self.exec_context(iteration, cycle, parent)
+        # with a pool (core.batch), a single trial (the baseline) runs in a slot too: same environment
+        result: ExecutionResult = (self.batch.execute_one(proposal, exec_ctx) if self.batch
+                                   else self.executor.execute(proposal, exec_ctx))
+        return self._judge(proposal, ctx, iteration, cycle, self._measured(result))
+
+    def exec_context(self, iteration: int, cycle: int, parent: str | None) -> ExecContext:
+        return ExecContext(loop=self.loop, iteration=iteration, cycle=cycle, run_dir=self.run.path,
+                           trial_dir=self.run.trial_dir(self.loop, iteration), incumbent=parent)
+
+    def _measured(self, result: ExecutionResult) -> dict[str, Any]:
+        """A record's fields from an execution result, before the keep/discard decision: with a
+        ``status`` when it did not run to a result, else with its ``score`` (core.batch journals
+        these as a trial finishes and decides later, in proposal order)."""
         fields: dict[str, Any] = {"metrics": dict(result.metrics), "artifact": result.artifact,
                                   "log_tail": tail(result.log_tail), "info": dict(result.detail)}
         if result.status != "ok":
@@ -407,7 +422,14 @@ class InnerLoopController:
         )
         fields["score"] = evaluation.score
         fields["details"] = dict(evaluation.details)
-        keep = bool(self.decider.decide(evaluation.score, self.best_score, ctx))
+        return fields
+
+    def _judge(self, proposal: Proposal, ctx: ProposalContext, iteration: int, cycle: int,
+               fields: dict[str, Any]) -> dict[str, Any]:
+        """Keep or discard measured ``fields`` against the incumbent now (decider, then mechanisms)."""
+        if "status" in fields:
+            return fields
+        keep = bool(self.decider.decide(fields["score"], self.best_score, ctx))
         decided_by = "decider"
         draft = TrialRecord(loop=self.loop, iteration=iteration, cycle=cycle, proposal=proposal,
                             status=Status.KEEP if keep else Status.DISCARD, best_before=self.best_score, **fields)
@@ -467,13 +489,15 @@ class InnerLoopController:
                 log.info("loop %s: wall-time limit reached in cycle %d", self.loop, cycle)
                 break
             try:
-                record = self.step(cycle)
+                # K trials at a time with a batch runner (core.batch), else one
+                records = self.batch.step(cycle, iterations - self._per_cycle[cycle]) if self.batch else [self.step(cycle)]
             except ProviderOutage:
                 if on_record and self.history:  # the crash that triggered the stop is shown too
                     on_record(self.history[-1])
                 raise
-            if on_record:
-                on_record(record)
+            for record in records:
+                if on_record:
+                    on_record(record)
         return self.records(cycle)
 
 

@@ -9,6 +9,10 @@ reads ``key: value`` lines after the last ``---``. On Linux the child dies with 
 Every domain that runs a command per trial uses these helpers (train_opt's and script_opt's
 executors). While a trial runs, ``on_tail(log_tail, elapsed_s)`` is called about once a second with
 the end of its log, so a domain can show the trial's progress.
+
+Inside a pool's slot (:mod:`core.pool`, ``--parallel K``) the trial also gets the slot's environment
+(``CUDA_VISIBLE_DEVICES`` or a thread budget; a variable the executor sets itself wins), is pinned to
+the slot's cores, and is killed as a group when the pool is cancelled.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from core.pool import POLL_S, TrialCancelled, cancelled, current_slot
 
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _SUMMARY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(\S+)\s*$")
@@ -101,6 +107,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
+    def setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
 def reap_stale_trial(cwd: Path) -> None:
     """Kill what is left of a trial whose controller was killed: the group recorded in ``cwd``.
 
@@ -134,18 +149,25 @@ def tail_bytes(path: Path, n: int = PROGRESS_TAIL_BYTES) -> str:
 
 def _wait(proc: subprocess.Popen, *, timeout_s: float, started: float, log_path: Path,
           on_tail: TailCallback | None) -> int:
-    """``proc.wait`` with the same deadline, handing the log's tail to ``on_tail`` about once a second."""
-    if on_tail is None:
+    """``proc.wait`` with the same deadline, handing the log's tail to ``on_tail`` about once a second
+    (and, in a pool's slot, giving up when the pool is cancelled)."""
+    pooled = current_slot() is not None
+    if on_tail is None and not pooled:
         return proc.wait(timeout=timeout_s)
     deadline = started + timeout_s
+    shown = started
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        if cancelled():
+            raise TrialCancelled("the batch was cancelled")
         try:
-            return proc.wait(timeout=min(PROGRESS_EVERY_S, left))
+            return proc.wait(timeout=min(POLL_S if pooled else PROGRESS_EVERY_S, left))
         except subprocess.TimeoutExpired:
-            on_tail(tail_bytes(log_path), time.monotonic() - started)
+            if on_tail is not None and time.monotonic() - shown >= PROGRESS_EVERY_S:
+                shown = time.monotonic()
+                on_tail(tail_bytes(log_path), shown - started)
 
 
 def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
@@ -153,11 +175,14 @@ def run_command(cmd: list[str], *, cwd: Path, log_path: Path, timeout_s: float,
                 on_tail: TailCallback | None = None) -> tuple[int | None, bool, float]:
     """Run ``cmd``; return (exit code or None, timed out, seconds)."""
     reap_stale_trial(cwd)
+    slot = current_slot()
+    if slot is not None:
+        env = {**slot.environment(), **(env or {})}
     started = time.monotonic()
     with open(log_path, "wb") as log:
+        setup = _child_setup(slot.cpus if slot is not None else ()) if sys.platform.startswith("linux") else None
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=scrubbed_env(env), start_new_session=True,
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                env=scrubbed_env(env), start_new_session=True, preexec_fn=setup)
         (Path(cwd) / PGID_FILE).write_text(str(proc.pid))
         try:
             code = _wait(proc, timeout_s=timeout_s, started=started, log_path=log_path, on_tail=on_tail)

@@ -232,6 +232,9 @@ class ProposalContext(Frozen):
 
     ``lessons`` and ``guidance`` live here and only here: they steer proposals, never judgments.
     ``feedback`` holds the reasons earlier proposals of this iteration were filtered out.
+    ``pending`` holds the candidates of the same batch already proposed and not yet decided (in
+    flight, or waiting for their turn): with ``--parallel K`` a tabu list or a surrogate accounts
+    for work in flight; with K = 1 it is always empty.
     """
 
     loop: str
@@ -246,6 +249,7 @@ class ProposalContext(Frozen):
     lessons: tuple[str, ...] = ()
     feedback: tuple[str, ...] = ()
     seed: int = 0
+    pending: tuple[Proposal, ...] = ()
 
     def better(self, a: float, b: float | None) -> bool:
         """True when score ``a`` is strictly better than ``b`` in this loop's direction."""

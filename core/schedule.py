@@ -13,6 +13,10 @@ ablation counts trials the same way. All state — histories, incumbents, the co
 installed plug-ins — lives in the journal; :meth:`BilevelRun.resume` rebuilds it and runs only what is
 missing. A budget, a provider outage or the wall-time limit stops the run cleanly (``stopped`` in
 the summary); ``resume`` continues it, and may raise those limits (:data:`core.settings.RESUME_OVERRIDES`).
+
+With ``parallel`` K > 1 (or a GPU list, a thread budget, the Ray executor) every Level-1 loop runs its
+cycles in batches of K trials on one shared pool (:mod:`core.batch`, :mod:`core.pool`); Levels 1.5 and
+2 are unchanged: they see the cycle's records, in proposal order, as they see a K = 1 cycle's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from core.batch import BatchRunner
 from core.domain import ConfigLevel, Domain, RunContext
 from core.errors import ConfigError, ProviderOutage, RunStopped, UserError
 from core.inner_loop import InnerLoopController
@@ -33,6 +38,7 @@ from core.llm_client import Budget, UsageLedger, make_client
 from core.loader import MechanismLoader
 from core.mechanisms.tabu import TabuMechanism
 from core.plugins import Decider
+from core.pool import TrialPool, make_pool
 from core.records import ProposalContext, Status, TrialRecord
 from core.settings import RunSettings, validate, with_overrides
 from core.state import RunDir
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 
 RecordCallback = Callable[[str, TrialRecord], None]
 EventCallback = Callable[[dict[str, Any]], None]
+FlightCallback = Callable[[str, tuple[int, ...], int], None]
 VERDICT = "level15_verdict"
 
 
@@ -71,6 +78,8 @@ class BilevelRun:
         if settings.request_timeout_s is not None:
             common["timeout_s"] = settings.request_timeout_s
         self.clients: dict[str, Any] = {}
+        self.pool: TrialPool | None = None
+        self.on_flight: FlightCallback | None = None  # (loop, iterations in flight, finished in the batch)
         try:
             for level, (provider, model) in settings.client_ids().items():
                 self.clients[level] = self.make_client(provider, model, level=level, **common)
@@ -79,6 +88,10 @@ class BilevelRun:
             self._deadline: float | None = None
             self.domain = self.domain_cls(RunContext(run=run, settings=settings, clients=self.clients))
             self.loops: dict[str, InnerLoopController] = self.domain.loops
+            self.pool = make_pool(settings)
+            if self.pool is not None:
+                for ctl in self.loops.values():
+                    ctl.batch = BatchRunner(ctl, self.pool, size=settings.parallel, on_flight=self._flight)
             # the configuration in force is installed whatever the levels; only Level 1.5 changes it
             self.config: ConfigLevel | None = self.domain.config_level()
             if self.config is not None:
@@ -170,6 +183,10 @@ class BilevelRun:
     def _notify(self, loop: str, record: TrialRecord) -> None:
         if self.on_record is not None:
             self.on_record(loop, record)
+
+    def _flight(self, loop: str, flying: tuple[int, ...], finished: int) -> None:
+        if self.on_flight is not None:
+            self.on_flight(loop, flying, finished)
 
     def _event(self, event: dict[str, Any] | None) -> None:
         if event is not None and self.on_event is not None:
@@ -283,6 +300,9 @@ class BilevelRun:
     def _close_clients(self) -> None:
         for client in self.clients.values():
             client.close()
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def close(self) -> None:
         self._close_clients()

@@ -7,9 +7,19 @@ may change only :data:`RESUME_OVERRIDES` — the limits that stop a run, never w
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.errors import ConfigError
 
@@ -18,7 +28,8 @@ LEVELS: tuple[Level, ...] = ("1", "1.5", "2")
 S = TypeVar("S", bound="RunSettings")
 
 # What `resume` may change: the limits that stop a run, never what shapes its search.
-RESUME_OVERRIDES = frozenset({"max_calls", "max_cost_usd", "wall_time_s", "request_timeout_s"})
+# (A Ray cluster's address may change between sessions too: where trials run is not what they are.)
+RESUME_OVERRIDES = frozenset({"max_calls", "max_cost_usd", "wall_time_s", "request_timeout_s", "ray_address"})
 
 
 class RunSettings(BaseModel):
@@ -42,6 +53,36 @@ class RunSettings(BaseModel):
     hook_timeout_s: float = Field(default=5.0, gt=0)
     max_provider_failures: int = Field(default=3, ge=0)  # iterations lost to the provider in a row before a clean stop (0 = never)
     record_cassette: bool = False
+    # Parallel trials (core.batch, core.pool): K in flight at once, decided in proposal order.
+    parallel: int = Field(default=1, ge=1, le=256)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    gpus: tuple[str, ...] = ()  # local slots: one CUDA device each (round-robin when fewer than K)
+    # Threads per trial (OMP_NUM_THREADS & co., BILEVEL_THREADS): part of a run's identity. Filled in
+    # when a run is created with K > 1 on CPU slots (the machine's cores / K), so resume keeps it.
+    trial_threads: int | None = Field(default=None, ge=1)
+    trial_cpus: float = Field(default=1.0, gt=0)  # Ray resources declared per trial
+    trial_gpus: float = Field(default=0.0, ge=0)
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "0,1,2" from the command line
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return () if value is None else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _thread_budget(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("trial_threads") is not None:
+            return data
+        k = int(data.get("parallel") or 1)
+        if data.get("executor") == "ray":
+            return {**data, "trial_threads": max(1, math.ceil(float(data.get("trial_cpus") or 1.0)))}
+        if k > 1 and not data.get("gpus"):
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            return {**data, "trial_threads": max(1, cores // k)}
+        return data
 
     def client_ids(self) -> dict[str, tuple[str, str | None]]:
         """(provider, model) per client level. Levels 1.5 and 2 share the outer provider, which

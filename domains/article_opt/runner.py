@@ -96,7 +96,13 @@ class StageProposer(Proposer):
 
 
 class PipelineExecutor(Executor):
-    """Runs the execute phase on a journaled candidate and writes the revised article."""
+    """Runs the execute phase on a journaled candidate and writes the revised article.
+
+    The pipeline runs in this process and holds state across a pass (its stage workers, the pass's
+    tags), so with ``--parallel K`` a batch's K candidates are proposed and decided as a batch but
+    executed one at a time (``concurrent = False``, :class:`core.pool.LocalPool`)."""
+
+    concurrent = False
 
     def __init__(self, *, pipeline: Pipeline, state: ArticleState, journal: Journal) -> None:
         self.pipeline = pipeline

@@ -97,6 +97,9 @@ class ArticleDomain(Domain):
 
     @classmethod
     def check(cls, settings: ArticleSettings) -> None:
+        if settings.executor == "ray":
+            raise UserError("article_opt runs its trials' LLM stages in this process; --executor ray is for "
+                            "trials that are processes (train_opt, script_opt): drop it (--parallel K still batches)")
         names = [resolve_article(a).name for a in settings.articles]
         if len(set(names)) != len(names):
             raise UserError(f"two articles share a name: {names}; rename one of the files")

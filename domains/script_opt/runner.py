@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from core import editable
 from core.plugins import ExecContext, Executor, Proposer
+from core.pool import slot_workdir
 from core.process import FAIL, SUMMARY_WINDOW_CHARS, read_tail, run_command
 from core.records import ExecutionResult, Proposal, ProposalContext
 from core.state import atomic_write_text
@@ -126,9 +127,10 @@ class ScriptExecutor(Executor):
         artifact = ctx.trial_dir / Path(self.file).name
         atomic_write_text(artifact, candidate)
         atomic_write_text(ctx.trial_dir / "diff.patch", editable.diff(parent_src, candidate, self.file))
-        atomic_write_text(self.workdir / self.file, candidate)
+        workdir = slot_workdir(self.workdir)  # with --parallel K, each slot has its own copy
+        atomic_write_text(workdir / self.file, candidate)
         log_path = ctx.trial_dir / "run.log"
-        code, timed_out, seconds = run_command(self.command, cwd=self.workdir, log_path=log_path,
+        code, timed_out, seconds = run_command(self.command, cwd=workdir, log_path=log_path,
                                                timeout_s=self.timeout_s, env=self.env)
         rel, tail = str(artifact.relative_to(ctx.run_dir)), read_tail(log_path)
         if timed_out:

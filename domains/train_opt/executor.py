@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.plugins import ExecContext, Executor
+from core.pool import slot_workdir
 from core.process import (  # noqa: F401 - re-exported: the executor's helpers live in core
     FAIL,
     LOG_TAIL_CHARS,
@@ -45,7 +46,8 @@ class TrainExecutor(Executor):
     """Writes the candidate ``train.py`` (incumbent + changes) and runs it in the working copy.
 
     ``workdir`` is the run's copy of the target directory; trials run there one at a time, so
-    ``import prepare`` resolves exactly as in the user's clone. Each trial keeps its ``train.py``,
+    ``import prepare`` resolves exactly as in the user's clone (with ``--parallel K`` each slot of
+    the pool has its own copy, :func:`core.pool.slot_workdir`). Each trial keeps its ``train.py``,
     its diff against the parent and its log under the trial directory.
     """
 
@@ -71,7 +73,8 @@ class TrainExecutor(Executor):
         artifact = ctx.trial_dir / "train.py"
         atomic_write_text(artifact, candidate)
         atomic_write_text(ctx.trial_dir / "diff.patch", tgt.diff(parent_src, candidate))
-        atomic_write_text(self.workdir / "train.py", candidate)
+        workdir = slot_workdir(self.workdir)
+        atomic_write_text(workdir / "train.py", candidate)
         log_path = ctx.trial_dir / "run.log"
         line = self.progress if self.progress is not None and self.progress.enabled else None
         label = f"trial {ctx.iteration}"
@@ -80,7 +83,7 @@ class TrainExecutor(Executor):
             if line is not None:
                 def on_tail(tail: str, elapsed: float) -> None:
                     line.update(label, parse_progress(tail, elapsed_s=elapsed, timeout_s=self.timeout_s))
-            code, timed_out, seconds = run_command(self.command, cwd=self.workdir, log_path=log_path,
+            code, timed_out, seconds = run_command(self.command, cwd=workdir, log_path=log_path,
                                                    timeout_s=self.timeout_s, env=self.env, on_tail=on_tail)
         finally:
             if line is not None:

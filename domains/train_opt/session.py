@@ -158,7 +158,9 @@ class TrainDomain(Domain):
             raise UserError(f"{self.original.name} has no editable UPPER_CASE literal hyperparameters; check --target-dir")
         self.initial_config = initial_config(editable, min_active=min(3, len(editable)))
         executor = TrainExecutor(workdir=run.path / "target", original=self.original, command=settings.command,
-                                 timeout_s=settings.timeout(), env=settings.trial_env())
+                                 timeout_s=settings.timeout(), env=settings.trial_env(),
+                                 # one updating terminal line cannot show K trials: the CLI prints what is in flight
+                                 progress="auto" if settings.parallel == 1 and settings.executor == "local" else None)
         decider = NoiseAwareDecider(noise_floor=settings.noise_floor) if settings.noise_floor else None
         self.inner = InnerLoopController(
             run=run, loop="inner", proposer=LLMProposer(client=ctx.clients["inner"], run_dir=run.path,
