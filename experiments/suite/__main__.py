@@ -26,7 +26,7 @@ from experiments.suite import HELD_OUT, OPTIMUM, TARGETS, Crash, measure, space_
 from experiments.suite.references import REFERENCES, make_searcher, run_search
 
 ROWS = "trials.jsonl.gz"
-GROUP_NAMES = ("A", "B", "C", "D")
+GROUP_NAMES = ("A", "B", "C", "D", "P")
 ARMS = (*GROUP_NAMES, *REFERENCES)
 
 
@@ -183,7 +183,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     lines = ["# Cheap suite: bilevel groups (offline stand-in researcher) and reference searches", "",
              "Groups A (Level 1), B (1 + 1.5), C (1 + 1.5 + 2), D (1 + 2) use the **offline researcher** — a "
              "deterministic rule-based stand-in, not an LLM; their figures say what the machinery does with it, "
-             "not what a language model would do. References: random, coordinate search, TPE, CMA-ES.", "",
+             "not what a language model would do. P (placebo) is group A plus a mechanism loaded like a generated one "
+             "(sandboxed worker, proxy) whose hooks are called and change nothing: its effect count reads 0, and a "
+             "difference between P and A would be the machinery's, not a mechanism's. "
+             "References: random, coordinate search, TPE, CMA-ES.", "",
              f"Rows: `{ROWS}` ({len(rows)} trials). Regret = noise-free value of the final incumbent − known optimum "
              f"({OPTIMUM}); lower is better. Held-out targets: {', '.join(HELD_OUT)}.", "",
              "| target | arm | seeds | regret mean [95% CI] | start regret | crash rate | wasted trials / run | "

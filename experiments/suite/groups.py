@@ -11,7 +11,8 @@ same proposer, Level 1.5, Level 2 and schedule — with two differences, both fa
 * a trial is measured in-process (:class:`SuiteExecutor`: the edited ``train.py`` is written, its
   constants read back and measured with the run's training seed), so a trial costs milliseconds.
 
-Groups: A = Level 1, B = 1 + 1.5, C = 1 + 1.5 + 2, D = 1 + 2.
+Groups: A = Level 1, B = 1 + 1.5, C = 1 + 1.5 + 2, D = 1 + 2, P = the placebo arm (Level 1 plus a
+mechanism loaded as a generated one whose hooks are called and change nothing).
 """
 
 from __future__ import annotations
@@ -31,7 +32,32 @@ from domains.train_opt.session import TrainDomain, TrainSettings
 from experiments.suite import TARGETS, Crash, measure, space_for
 from experiments.suite import functions as suite_functions
 
-GROUPS = {"A": ("1",), "B": ("1", "1.5"), "C": ("1", "1.5", "2"), "D": ("1", "2")}
+GROUPS = {"A": ("1",), "B": ("1", "1.5"), "C": ("1", "1.5", "2"), "D": ("1", "2"), "P": ("1",)}
+PLACEBO = "placebo"
+# The placebo arm: Level 1 plus this mechanism, loaded as a generated one is (written, linted, run in
+# a sandboxed worker, called through the proxy). Every hook is called and answers "no change", so
+# its effect count must read 0: a difference from A would be the loading machinery's, not a mechanism's.
+PLACEBO_SOURCE = '''"""Placebo: every hook is called, none changes anything."""
+
+from core.mechanism import Mechanism
+
+
+class Placebo(Mechanism):
+    name = "placebo"
+    description = "Hooks are called and answer with no change."
+
+    def guidance(self, ctx):
+        return None
+
+    def filter(self, proposal, ctx):
+        return None
+
+    def decide(self, record, ctx):
+        return None
+
+    def observe(self, record):
+        return None
+'''
 
 
 def train_py(name: str) -> str:
@@ -159,6 +185,11 @@ def run_group(name: str, group: str, seed: int, *, cycles: int, budget: int, run
                                         "inner_budget": budget, "outer_cycles": cycles})
     session = SuiteSession.start(settings, run_dir)
     try:
+        if group == "P":
+            from core.loader import MechanismLoader
+
+            loaded = MechanismLoader(run_dir).load(PLACEBO_SOURCE)
+            session.domain.inner.attach(loaded.instance, name=PLACEBO, origin="generated", digest=loaded.digest)
         session.run()
         return list(session.domain.inner.history)
     finally:

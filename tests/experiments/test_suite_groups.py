@@ -47,3 +47,16 @@ def test_a_group_run_is_repeatable_and_stays_in_the_suite_box(tmp_path: Path):
         for name, value in (record.proposal.changes if record.proposal else {}).items():
             d = space.dim(name)
             assert d.low <= value <= d.high, f"{name}={value} left the suite's box"
+
+
+def test_the_placebo_arm_is_called_through_a_worker_changes_nothing_and_reads_zero_effects(tmp_path: Path):
+    from experiments.suite.__main__ import run_one
+
+    for target, seed in (("lr_bowl", 0), ("batch", 3)):
+        placebo, plain = run_one(target, "P", seed, 7), run_one(target, "A", seed, 7)
+        calls = sum(sum(r["hook_calls"].get("placebo", {}).values()) for r in placebo)
+        effects = sum(sum(r["hook_effects"].get("placebo", {}).values()) for r in placebo)
+        assert calls >= 3 * 6  # guidance, filter, decide and observe on every search trial
+        assert effects == 0
+        # same seed, same draws: a mechanism that changes nothing leaves the run exactly as group A's
+        assert [(r["config"], r["value"], r["kept"]) for r in placebo] == [(r["config"], r["value"], r["kept"]) for r in plain]
