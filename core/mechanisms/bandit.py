@@ -8,6 +8,9 @@ proposal touched it; its reward is 1 for a keep and 0 otherwise (``reward="impro
 kept relative gain divided by ``gain_scale``, capped at 1). ``guidance`` ranks the arms by UCB1,
 ``mean + exploration * sqrt(ln(total pulls) / pulls)``, an untried arm counting as infinitely
 promising, and prefers the ``top_k`` best (``Constraints.prefer_params`` plus a line of text).
+Ties (every untried arm, arms with equal records) are broken by a draw from ``ctx.seed``, never by
+the order the parameters appear in the file: a file-order preference would make the bandit's wins a
+confound of where a constant happens to be written.
 
 Arms: the parameters a proposal touched are read from its region, ``"+"``-joined parts of the form
 ``NAME:DIRECTION`` (DIRECTION in up/down/set, e.g. ``"DEPTH:down+MATRIX_LR:up"`` → DEPTH,
@@ -16,7 +19,8 @@ MATRIX_LR); a part whose qualifier is not a direction names a discrete choice an
 ``ctx.search["active_params"]``, when present, adds arms that were never tried. So the same code
 ranks hyperparameters at Level 1 and mechanism templates at Level 2.
 
-Stateless: everything is recomputed from ``ctx.history`` on each call, so resume needs nothing.
+Stateless: everything is recomputed from ``ctx.history`` (and the tie-breaks from ``ctx.seed``) on
+each call, so resume needs nothing.
 
 This module is also a Level-2 template: it imports only ``core.mechanism``, ``core.records`` and
 allow-listed stdlib modules.
@@ -25,7 +29,7 @@ allow-listed stdlib modules.
 import math
 from typing import Any
 
-from core.mechanism import Mechanism, merge_params, touched
+from core.mechanism import Mechanism, merge_params, tie_break, touched
 from core.records import Constraints, Guidance, ProposalContext, TrialRecord
 
 PARAMS = {
@@ -70,8 +74,8 @@ class BanditMechanism(Mechanism):
         super().__init__(**merged)
 
     def ranking(self, ctx: ProposalContext) -> list[tuple[str, float, int, float]]:
-        """Arms as ``(name, ucb, pulls, total reward)``, best first; untried arms (ucb = inf) lead,
-        in the order they were first seen (``active_params`` first)."""
+        """Arms as ``(name, ucb, pulls, total reward)``, best first; untried arms (ucb = inf) lead;
+        ties are broken by a draw from ``ctx.seed`` (see the module docstring)."""
         pulls: dict[str, int] = {}
         rewards: dict[str, float] = {}
         for name in ctx.search.get("active_params", []) or []:
@@ -86,15 +90,16 @@ class BanditMechanism(Mechanism):
                 pulls[arm] = pulls.get(arm, 0) + 1
                 rewards[arm] = rewards.get(arm, 0.0) + reward
         total = sum(pulls.values())
+        chance = tie_break(list(pulls), ctx.seed)
         ranked = []
-        for order, (arm, n) in enumerate(pulls.items()):
+        for arm, n in pulls.items():
             if n == 0:
                 ucb = math.inf
             else:
                 ucb = rewards[arm] / n + self.params["exploration"] * math.sqrt(math.log(max(total, 1)) / n)
-            ranked.append((order, arm, ucb, n, rewards[arm]))
-        ranked.sort(key=lambda item: (-item[2], item[0]))
-        return [(arm, ucb, n, reward) for _, arm, ucb, n, reward in ranked]
+            ranked.append((arm, round(ucb, 12) if n else ucb, n, rewards[arm]))
+        ranked.sort(key=lambda item: (-item[1], chance[item[0]]))
+        return ranked
 
     def guidance(self, ctx: ProposalContext) -> Guidance | None:
         ranked = self.ranking(ctx)

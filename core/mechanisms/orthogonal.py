@@ -1,18 +1,24 @@
 """Orthogonal exploration: after a run of failures in one corner, move to untouched parameters.
 
 Diagnosis it addresses — *narrow*: the search concentrates on a few parameters (or, at Level 2, a
-few templates) and keeps failing there while others are never tried.
+few templates) and keeps failing there while others are left alone.
 
-How: look at the last ``patience`` finished, non-baseline records. When none of them was kept and
-their proposals form one overlapping cluster (each touches a parameter that another one also
-touches), the union of what they touched is *over-explored*. Then, and only while some parameter
-outside that set exists (from ``ctx.search["active_params"]``, else everything the history ever
-touched):
+How: look at the last ``patience`` finished, non-baseline records. The search is *circling* when
+none of them was kept and they revisited what they touched — they name fewer distinct parameters
+than there were proposals (with one-parameter proposals: some parameter was tried at least twice
+in the window; ``LR:up, LR:down, WD:up`` circles, ``LR, WD, DEPTH`` does not). The union of what
+they touched is then *over-explored*. Then, and only while some parameter outside that set exists
+(from ``ctx.search["active_params"]``, else everything the history ever touched):
 
-- ``guidance`` prefers those untried parameters, least recently touched first
+- ``guidance`` prefers those other parameters, least recently touched first, ties (e.g. never
+  touched) broken by a draw from ``ctx.seed`` rather than by file order
   (``Constraints.prefer_params`` plus a line of text);
 - ``filter`` rejects — never rewrites — a candidate that touches only over-explored parameters,
-  with a reason listing the untried ones. A candidate that adds a fresh parameter passes.
+  with a reason listing the others. A candidate that adds a fresh parameter passes.
+
+(An earlier rule also required the window's proposals to overlap pairwise; with one-parameter
+proposals that meant three failures on the *same* parameter in a row, which practically never
+happened, so the mechanism was called every iteration and changed nothing.)
 
 What a proposal touched is read from its region: ``NAME:DIRECTION`` parts give NAME (DIRECTION in
 up/down/set), any other part is a discrete choice taken whole (Level 2's ``"template:tabu"``); no
@@ -24,41 +30,26 @@ allow-listed stdlib modules.
 
 from typing import Any
 
-from core.mechanism import Mechanism, merge_params, touched
+from core.mechanism import Mechanism, merge_params, tie_break, touched
 from core.records import Constraints, FilterVerdict, Guidance, Proposal, ProposalContext, TrialRecord
 
 PARAMS = {
-    "patience": 3,  # failed, overlapping proposals in a row before the search is called narrow
+    "patience": 3,  # failed proposals in a row, revisiting what they touched, before the search is called narrow
     "max_listed": 6,  # at most this many untried parameters are named in text and reasons
 }
-
-
-def _one_cluster(groups: list[set[str]]) -> bool:
-    """True when the sets are connected through shared members (a chain A, A+B, B counts)."""
-    reached = set(groups[0])
-    pending = list(groups[1:])
-    grew = True
-    while pending and grew:
-        grew = False
-        for group in list(pending):
-            if group & reached:
-                reached |= group
-                pending.remove(group)
-                grew = True
-    return not pending
 
 
 class OrthogonalExplorationMechanism(Mechanism):
     """Steers away from an over-explored set of parameters once it stops paying."""
 
     name = "orthogonal"
-    description = ("Orthogonal exploration: after `patience` failed proposals on overlapping parameters, "
-                   "prefer untouched parameters and reject candidates that stay inside the over-explored set.")
+    description = ("Orthogonal exploration: after `patience` failed proposals that revisit the same parameters, "
+                   "prefer the other parameters and reject candidates that stay inside the over-explored set.")
 
     def __init__(self, **params: Any) -> None:
         merged = merge_params(PARAMS, params)
-        if merged["patience"] < 1:
-            raise ValueError("parameter 'patience' must be >= 1")
+        if merged["patience"] < 2:
+            raise ValueError("parameter 'patience' must be >= 2 (one proposal cannot revisit anything)")
         if merged["max_listed"] < 1:
             raise ValueError("parameter 'max_listed' must be >= 1")
         super().__init__(**merged)
@@ -72,17 +63,18 @@ class OrthogonalExplorationMechanism(Mechanism):
         window = records[-self.params["patience"]:]
         if len(window) < self.params["patience"] or any(r.kept for r in window):
             return set(), []
-        groups = [set(touched(r.proposal)) for r in window]
-        if not all(groups) or not _one_cluster(groups):
-            return set(), []
+        groups = [touched(r.proposal) for r in window]
         crowded = set().union(*groups)
+        if not all(groups) or len(crowded) >= sum(len(g) for g in groups):
+            return set(), []  # every proposal in the window touched something new: not circling
         last_touched: dict[str, int] = {}
         for record in records:
             for item in touched(record.proposal):
                 last_touched[item] = record.iteration
         candidates = [str(p) for p in ctx.search.get("active_params", []) or []] or list(last_touched)
         untried = [p for p in dict.fromkeys(candidates) if p not in crowded]
-        untried.sort(key=lambda p: last_touched.get(p, -1))  # never touched (-1) first; stable otherwise
+        chance = tie_break(untried, ctx.seed)
+        untried.sort(key=lambda p: (last_touched.get(p, -1), chance[p]))  # never touched (-1) first
         if not untried:
             return set(), []
         return crowded, untried
