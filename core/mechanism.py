@@ -28,9 +28,12 @@ and ``core.records`` from this project, plus a small standard-library allow-list
 
 from __future__ import annotations
 
+import json
+import math
+import random
 from typing import Any, ClassVar
 
-from core.records import FilterVerdict, Guidance, Proposal, ProposalContext, TrialRecord
+from core.records import FilterVerdict, Guidance, Proposal, ProposalContext, Status, TrialRecord
 
 HOOKS: tuple[str, ...] = ("guidance", "propose", "filter", "decide", "observe")
 
@@ -76,6 +79,188 @@ def touched(proposal: Proposal) -> list[str]:
         if item and item not in out:
             out.append(item)
     return out
+
+
+def tie_break(items: list[str], seed: int) -> dict[str, float]:
+    """A seeded random key per item, independent of the items' order: ``sorted(xs, key=lambda x:
+    (score[x], keys[x]))`` breaks ties by chance drawn from ``seed`` (``ctx.seed``: the same on
+    resume), never by the order parameters appear in a file."""
+    rng = random.Random(seed)
+    return {item: rng.random() for item in sorted(set(items))}
+
+
+SPACE_KINDS: tuple[str, ...] = ("float", "int", "pow2", "choice", "bool")
+
+
+class ParamSpace:
+    """The named parameters a proposing mechanism moves: per name its ``kind`` (float, int, pow2,
+    choice, bool), ``low``/``high`` (numbers), ``log`` (float), ``choices`` (choice) and the
+    starting ``value``. Shared by the library mechanisms that propose candidates themselves
+    (surrogate, pattern search, multi-scale bandit); a template imports it from here.
+
+    It comes from a mechanism's ``space`` parameter (JSON text, filled by the domain) or from
+    ``ctx.search["params"]`` when a domain publishes its space there. Without one, a proposing
+    mechanism defers to the proposer (its ``propose`` returns ``None``).
+
+    Moves are measured in *steps*: one step is a doubling on a log or power-of-two scale and an
+    eighth of the range on a linear one (as :meth:`core.space.Dim.step`). The incumbent is rebuilt
+    from the history alone — the starting values overridden by every kept record's changes in
+    order — so a mechanism needs no state of its own to know where the search stands.
+    """
+
+    def __init__(self, dims: dict[str, dict[str, Any]]) -> None:
+        self.dims: dict[str, dict[str, Any]] = {}
+        for name, spec in dims.items():
+            kind = spec.get("kind")
+            if kind not in SPACE_KINDS or "value" not in spec:
+                raise ValueError(f"space: {name} needs a kind in {list(SPACE_KINDS)} and a value")
+            if kind in ("float", "int", "pow2") and (spec.get("low") is None or spec.get("high") is None):
+                raise ValueError(f"space: {name} ({kind}) needs low and high")
+            if kind == "choice" and not spec.get("choices"):
+                raise ValueError(f"space: {name} (choice) needs choices")
+            if (kind == "pow2" or spec.get("log")) and spec["low"] <= 0:
+                raise ValueError(f"space: {name} is on a log scale and needs low > 0")
+            self.dims[str(name)] = dict(spec)
+
+    @classmethod
+    def of(cls, text: str, ctx: ProposalContext | None = None) -> ParamSpace | None:
+        """The space from ``text`` (JSON), else from ``ctx.search["params"]``; ``None`` without one."""
+        if text:
+            return cls(json.loads(text))
+        params = ctx.search.get("params") if ctx is not None else None
+        if isinstance(params, dict) and params:
+            try:
+                return cls(params)
+            except (ValueError, TypeError, KeyError):
+                return None
+        return None
+
+    # -- where the search stands -------------------------------------------------------------------
+    def start(self) -> dict[str, Any]:
+        return {name: spec["value"] for name, spec in self.dims.items()}
+
+    def walk(self, history: tuple[TrialRecord, ...]) -> list[tuple[dict[str, Any], dict[str, Any], TrialRecord]]:
+        """Per non-baseline record with a proposal: (the incumbent it started from, the configuration
+        it measured, the record), in history order."""
+        current = self.start()
+        out = []
+        for record in history:
+            proposal = record.proposal
+            if proposal is None or proposal.is_baseline:
+                continue
+            changes = {k: v for k, v in proposal.changes.items() if k in self.dims and self.fits(k, v)}
+            config = {**current, **changes}
+            out.append((dict(current), config, record))
+            if record.status is Status.KEEP:
+                current = config
+        return out
+
+    def fits(self, name: str, value: Any) -> bool:
+        """``value`` has the kind of parameter ``name`` (a change that does not is ignored: it came
+        from somewhere else, e.g. another domain's record)."""
+        kind = self.dims[name]["kind"]
+        if kind == "choice":
+            return value in self.dims[name]["choices"]
+        if kind == "bool":
+            return isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+            value > 0 or not (kind == "pow2" or self.dims[name].get("log")))
+
+    def incumbent(self, history: tuple[TrialRecord, ...]) -> dict[str, Any]:
+        walked = self.walk(history)
+        if not walked:
+            return self.start()
+        before, config, record = walked[-1]
+        return config if record.status is Status.KEEP else before
+
+    @staticmethod
+    def key(config: dict[str, Any]) -> str:
+        return json.dumps(config, sort_keys=True, default=str)
+
+    def measured(self, ctx: ProposalContext) -> set[str]:
+        """Keys of every configuration already tried (whatever came of it), the start included, and
+        of the candidates in flight (``ctx.pending``, with parallel trials) — never to be proposed again."""
+        seen = {self.key(self.start())} | {self.key(config) for _, config, _ in self.walk(ctx.history)}
+        current = self.incumbent(ctx.history)
+        for proposal in getattr(ctx, "pending", ()) or ():
+            changes = {k: v for k, v in proposal.changes.items() if k in self.dims and self.fits(k, v)}
+            seen.add(self.key({**current, **changes}))
+        return seen
+
+    def names(self, ctx: ProposalContext) -> list[str]:
+        """The parameters a proposal may move now: in the space, active (``ctx.search``), not
+        avoided by the merged guidance; sorted (callers break ties with :func:`tie_break`)."""
+        active = ctx.search.get("active_params")
+        allowed = set(active) if active else set(self.dims)
+        avoid = set(ctx.guidance.constraints.avoid_params)
+        return sorted(n for n in self.dims if n in allowed and n not in avoid)
+
+    # -- moving ------------------------------------------------------------------------------------
+    def coordinate(self, name: str, value: Any) -> float:
+        """``value`` in steps (see the class docstring); choices and bools by index."""
+        spec = self.dims[name]
+        kind = spec["kind"]
+        if kind == "choice":
+            return float(list(spec["choices"]).index(value)) if value in spec["choices"] else 0.0
+        if kind == "bool":
+            return float(bool(value))
+        if kind == "pow2" or spec.get("log"):
+            return math.log2(max(float(value), 1e-300))
+        return float(value) / ((spec["high"] - spec["low"]) / 8)
+
+    def move(self, name: str, value: Any, steps: float, rng: random.Random) -> Any:
+        """``value`` moved by ``steps`` (signed), clipped to the bounds; ``value`` itself when it
+        cannot move that way. A choice moves to another option drawn from ``rng``; a bool flips."""
+        spec = self.dims[name]
+        kind = spec["kind"]
+        if kind == "bool":
+            return not value
+        if kind == "choice":
+            options = [c for c in spec["choices"] if c != value]
+            return rng.choice(sorted(options, key=str)) if options else value
+        low, high = spec["low"], spec["high"]
+        if kind == "pow2":
+            exponent = round(math.log2(value)) + (int(math.copysign(max(1, round(abs(steps))), steps)) if steps else 0)
+            new = 2 ** exponent
+            while new > high:
+                new //= 2
+            while new < low:
+                new *= 2
+            return int(new)
+        if spec.get("log"):
+            moved = float(value) * 2.0 ** steps
+        else:
+            moved = float(value) + steps * (high - low) / 8
+        moved = min(high, max(low, moved))
+        if kind == "int":
+            rounded = int(round(moved))
+            if rounded == value and steps:
+                rounded = int(value) + (1 if steps > 0 else -1)
+            return int(min(high, max(low, rounded)))
+        return float(f"{moved:.4g}")
+
+    def region(self, current: dict[str, Any], changes: dict[str, Any]) -> str:
+        """``"NAME:up+OTHER:set"``, the region form every library mechanism reads (see :func:`touched`)."""
+        parts = []
+        for name, value in sorted(changes.items()):
+            kind = self.dims[name]["kind"]
+            if kind in ("choice", "bool"):
+                parts.append(f"{name}:set")
+            else:
+                parts.append(f"{name}:{'up' if value > current[name] else 'down'}")
+        return "+".join(parts)
+
+    def proposal(self, current: dict[str, Any], changes: dict[str, Any], hypothesis: str) -> Proposal:
+        return Proposal(changes=changes, hypothesis=hypothesis, region=self.region(current, changes))
+
+
+def direction_of(proposal: Proposal, name: str) -> str:
+    """The qualifier of ``name`` in the proposal's region (``"up"``, ``"down"``, ``"set"``), or ``""``."""
+    for part in proposal.region.split("+"):
+        head, _, qualifier = part.partition(":")
+        if head == name:
+            return qualifier
+    return ""
 
 
 class Mechanism:

@@ -10,9 +10,15 @@ parts:
    mechanism;
 3. a worked example shown to an LLM designer (:func:`template_source`).
 
-So every module here obeys the generated-code policy: it imports only ``core.mechanism``,
+So every template module obeys the generated-code policy: it imports only ``core.mechanism``,
 ``core.records`` and allow-listed stdlib modules, defines exactly one public ``Mechanism`` subclass,
-and keeps its knobs in a module-level ``PARAMS`` dict literal.
+and keeps its knobs in a module-level ``PARAMS`` dict literal. The proposing templates (surrogate,
+pattern, multiscale) share :class:`core.mechanism.ParamSpace` and read the parameter space from
+their ``space`` parameter (JSON a domain fills in: :func:`space_param`).
+
+One library mechanism is not a template: ``memory`` (:mod:`core.mechanisms.memory`) keeps a file in
+the user's cache across runs, which a sandboxed worker cannot write; it is attached in-process
+(train_opt: ``--memory``) and is in ``LIBRARY`` but not in ``TEMPLATES``.
 
 ``TEMPLATES`` maps a template name to its metadata: ``module`` (file name in this folder),
 ``class_name``, ``description``, ``addresses`` (the short diagnosis tag a designer matches a trace
@@ -20,26 +26,36 @@ against), ``diagnosis`` (the symptom in words), ``hooks`` (the hooks it override
 (the defaults, read from the module's ``PARAMS``).
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
 from core import templates
-from core.mechanism import HOOKS, Mechanism
-from core.mechanisms import bandit, orthogonal, step_size, tabu
+from core.mechanism import HOOKS, Mechanism, ParamSpace
+from core.mechanisms import bandit, multiscale, orthogonal, pattern, step_size, surrogate, tabu
 from core.mechanisms.bandit import BanditMechanism
+from core.mechanisms.memory import MemoryMechanism
+from core.mechanisms.multiscale import MultiScaleBanditMechanism
 from core.mechanisms.orthogonal import OrthogonalExplorationMechanism
+from core.mechanisms.pattern import PatternSearchMechanism
 from core.mechanisms.step_size import StepSizeMechanism
+from core.mechanisms.surrogate import SurrogateMechanism
 from core.mechanisms.tabu import TabuMechanism
 
 __all__ = [
     "LIBRARY",
     "TEMPLATES",
     "BanditMechanism",
+    "MemoryMechanism",
+    "MultiScaleBanditMechanism",
     "OrthogonalExplorationMechanism",
+    "PatternSearchMechanism",
     "StepSizeMechanism",
+    "SurrogateMechanism",
     "TabuMechanism",
     "build",
     "render_template",
+    "space_param",
     "template_source",
 ]
 
@@ -47,16 +63,26 @@ _FOLDER = Path(__file__).parent
 
 LIBRARY: dict[str, type[Mechanism]] = {
     cls.name: cls
-    for cls in (TabuMechanism, BanditMechanism, OrthogonalExplorationMechanism, StepSizeMechanism)
+    for cls in (TabuMechanism, BanditMechanism, OrthogonalExplorationMechanism, StepSizeMechanism,
+                SurrogateMechanism, PatternSearchMechanism, MultiScaleBanditMechanism, MemoryMechanism)
 }
 
+# The proposing templates answer the symptoms the older ones do, with a stronger remedy (they make
+# the move themselves); a designer picks among the templates that address a diagnosis.
 _DIAGNOSES = {
     "tabu": ("repeats", "the search re-proposes the same regions although their last try was not kept"),
     "orthogonal": ("narrow", "the search concentrates on a few parameters and keeps failing there"),
     "bandit": ("plateau", "no keeps for a while: spend the tries where they have paid before"),
     "step_size": ("crashes/overshoot", "many crashes or large discards: moves overshoot the good region"),
+    "surrogate": ("plateau", "no keeps for a while although the measured trials already show which way is "
+                             "better: let a model of them pick the next candidate"),
+    "pattern": ("repeats", "the proposer retries and abandons directions at random: follow what paid "
+                           "and halve the step where both directions failed"),
+    "multiscale": ("crashes/overshoot", "moves are the wrong size (overshoot or crawl): learn per parameter "
+                                        "whether small or large moves pay"),
 }
-_MODULES = {"tabu": tabu, "bandit": bandit, "orthogonal": orthogonal, "step_size": step_size}
+_MODULES = {"tabu": tabu, "bandit": bandit, "orthogonal": orthogonal, "step_size": step_size,
+            "surrogate": surrogate, "pattern": pattern, "multiscale": multiscale}
 
 
 def _hooks(cls: type[Mechanism]) -> tuple[str, ...]:
@@ -91,6 +117,14 @@ def template_source(name: str) -> str:
 def render_template(name: str, params: dict[str, Any] | None = None) -> str:
     """The source of mechanism template ``name`` with ``params`` over its ``PARAMS`` defaults."""
     return templates.render(_path(name), params, name=name)
+
+
+def space_param(dims: dict[str, dict[str, Any]]) -> str:
+    """The ``space`` parameter of the proposing templates: ``dims`` (name → ``kind``, ``low``,
+    ``high``, ``log``, ``choices``, ``value``; see :class:`~core.mechanism.ParamSpace`) as compact,
+    validated JSON."""
+    ParamSpace(dims)
+    return json.dumps(dims, sort_keys=True, separators=(",", ":"))
 
 
 def build(name: str, **params: Any) -> Mechanism:

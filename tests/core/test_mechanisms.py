@@ -140,12 +140,29 @@ def test_bandit_mechanism_ranks_paying_param_above_failing_one():
 def test_bandit_mechanism_explores_untried_arms_first():
     hist = history(("keep", "A:up"), ("keep", "A:down"), ("discard", "B:up"))
     guidance = BanditMechanism().guidance(ctx(hist, search={"active_params": ["A", "B", "C", "D"]}))
-    assert guidance.constraints.prefer_params == ("C", "D")
-    assert "C (untried)" in guidance.text
+    assert set(guidance.constraints.prefer_params) == {"C", "D"}
+    assert "C (untried)" in guidance.text and "D (untried)" in guidance.text
     # once every arm is tried, the paying one leads
     hist = (*hist, rec(4, "discard", "C:up"), rec(5, "discard", "D:up"))
     guidance = BanditMechanism().guidance(ctx(hist, search={"active_params": ["A", "B", "C", "D"]}))
     assert guidance.constraints.prefer_params[0] == "A"
+
+
+def test_bandit_mechanism_breaks_ties_by_seed_not_by_file_order():
+    arms = [f"P{i}" for i in range(8)]
+    hist = history()  # nothing tried: every arm ties at an infinite bound
+
+    def first(order: list[str], seed: int) -> str:
+        return BanditMechanism(top_k=1).guidance(ctx(hist, search={"active_params": order}, seed=seed)).constraints.prefer_params[0]
+
+    # the same seed picks the same arm whatever order the constants are listed in ...
+    assert all(first(arms, s) == first(arms[::-1], s) for s in range(10))
+    # ... and different seeds spread the first pick over the arms instead of always the first constant
+    assert len({first(arms, s) for s in range(40)}) >= 4
+    # a tie between tried arms is broken the same way: equal records, no file-order winner
+    tied = history(("discard", "A:up"), ("discard", "B:up"))
+    picks = {BanditMechanism(top_k=1).guidance(ctx(tied, seed=s)).constraints.prefer_params[0] for s in range(20)}
+    assert picks == {"A", "B"}
 
 
 def test_bandit_mechanism_counts_each_param_of_a_compound_proposal():
@@ -308,9 +325,11 @@ def test_mechanism_params_reject_bad_ranges_and_accept_ints_for_floats():
 
 
 def test_template_registry_describes_every_library_mechanism():
-    assert set(TEMPLATES) == {"tabu", "bandit", "orthogonal", "step_size"} == set(LIBRARY)
+    assert set(TEMPLATES) == {"tabu", "bandit", "orthogonal", "step_size", "surrogate", "pattern", "multiscale"}
+    assert set(LIBRARY) == set(TEMPLATES) | {"memory"}  # memory writes a file: library only, never sandboxed
     assert {n: t["addresses"] for n, t in TEMPLATES.items()} == {
-        "tabu": "repeats", "orthogonal": "narrow", "bandit": "plateau", "step_size": "crashes/overshoot"}
+        "tabu": "repeats", "orthogonal": "narrow", "bandit": "plateau", "step_size": "crashes/overshoot",
+        "surrogate": "plateau", "pattern": "repeats", "multiscale": "crashes/overshoot"}
     for name, info in TEMPLATES.items():
         module = importlib.import_module(f"core.mechanisms.{Path(info['module']).stem}")
         cls = vars(module)[info["class_name"]]
@@ -378,6 +397,9 @@ RENDER_CASES = {
     "bandit": {"top_k": 1, "reward": "improvement", "exploration": 2},
     "orthogonal": {"patience": 2},
     "step_size": {"min_gain": 0.02, "cap": 4},
+    "surrogate": {"space": '{"LR":{"kind":"float","low":0.0001,"high":1.0,"log":true,"value":0.01}}', "every": 2},
+    "pattern": {"space": '{"DEPTH":{"kind":"int","low":1,"high":16,"value":4}}', "grow": 3},
+    "multiscale": {"mode": "guidance", "large": 3},
 }
 
 
@@ -410,7 +432,7 @@ def test_render_template_keeps_comments_and_writes_floats_as_floats():
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("annealing", {}, "unknown template 'annealing'; known: bandit, orthogonal, step_size, tabu"),
+    ("annealing", {}, "unknown template 'annealing'; known: bandit, multiscale, orthogonal, pattern, step_size, surrogate, tabu"),
     ("tabu", {"tenure": "8"}, "param 'tenure' must be int"),
     ("tabu", {"tenure": 8.0}, "param 'tenure' must be int"),
     ("tabu", {"tabu_discards": 1}, "param 'tabu_discards' must be bool"),
