@@ -42,7 +42,7 @@ ALPHA = 0.05
 CI_LEVEL = 0.95
 DEFAULT_LABELS = {"A": "Level 1", "B": "Levels 1 + 1.5", "C": "Levels 1 + 1.5 + 2", "D": "Levels 1 + 2",
                   "RANDOM": "random search", "TPE": "Optuna TPE"}
-SETTING_KEYS = ("time_budget", "iterations", "cycles", "threads", "target")
+SETTING_KEYS = ("time_budget", "flop_budget", "endpoint_seeds", "iterations", "cycles", "threads", "target")
 OFFLINE_NOTE = (
     "The researcher in this ablation is the **offline** provider: a deterministic, seeded stand-in that "
     "answers each request from its structured context by fixed rules. What it shows: the machinery runs "
@@ -229,12 +229,14 @@ def mechanism_rows(summary: GroupSummary) -> list[dict[str, Any]]:
         for m in row.get("mechanisms") or ():
             region = str(m.get("region") or m.get("name") or "?")
             entry = acc.setdefault(region, {"region": region, "generated": 0, "kept": 0, "reverted": 0, "other": 0,
-                                            "hook_calls": Counter(), "repeats": set(), "uncalled_kept": 0})
+                                            "hook_calls": Counter(), "hook_effects": Counter(), "repeats": set(),
+                                            "uncalled_kept": 0})
             entry["generated"] += 1
             verdict = m.get("verdict")
             entry[verdict if verdict in ("kept", "reverted") else "other"] += 1
             calls = Counter({h: int(c) for h, c in (m.get("hook_calls") or {}).items()})
             entry["hook_calls"].update(calls)
+            entry["hook_effects"].update({h: int(c) for h, c in (m.get("hook_effects") or {}).items()})
             entry["repeats"].add(row["repeat"])
             if verdict == "kept" and not sum(calls.values()):
                 entry["uncalled_kept"] += 1
@@ -242,6 +244,7 @@ def mechanism_rows(summary: GroupSummary) -> list[dict[str, Any]]:
     for region in sorted(acc):
         e = acc[region]
         out.append({**e, "calls": sum(e["hook_calls"].values()), "hook_calls": dict(sorted(e["hook_calls"].items())),
+                    "effects": sum(e["hook_effects"].values()), "hook_effects": dict(sorted(e["hook_effects"].items())),
                     "repeats": len(e["repeats"])})
     return out
 
@@ -475,6 +478,52 @@ def _comparison_row(c: Comparison, d: int) -> list[str]:
             fmt_p(c.welch.p if c.welch else None), perm, fmt_ci(c.bootstrap, d), c.verdict]
 
 
+def _endpoint_delta(row: dict[str, Any]) -> float | None:
+    endpoint = row.get("endpoint") or {}
+    return endpoint.get("delta")
+
+
+def paired_lines(analysis: Analysis) -> list[str]:
+    """Every group against group A, paired by repeat (the same seed), on the search Δ and on the
+    endpoint Δ (baseline and final incumbent re-measured on held-out training seeds); Holm over all."""
+    reference = analysis.groups.get(REFERENCE)
+    if reference is None:
+        return []
+    by_repeat = {r["repeat"]: r for r in reference.rows}
+    found = []
+    for g, s in analysis.groups.items():
+        if g == REFERENCE:
+            continue
+        for label, value in (("search Δ", lambda r: r.get("delta")), ("endpoint Δ", _endpoint_delta)):
+            pairs = [(value(r), value(by_repeat[r["repeat"]])) for r in s.rows if r["repeat"] in by_repeat]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if len(pairs) >= 2:
+                found.append((g, label, stats.paired([a for a, _ in pairs], [b for _, b in pairs])))
+    lines = ["", "## Paired by seed: each group − group A", "",
+             "Repeat r of every group uses seed base + r: the same training seed and, for the offline researcher, "
+             "the same random draws. *Search Δ* is the run's own best − its baseline (biased: a minimum over noisy "
+             "trials); *endpoint Δ* re-measures the baseline and the final incumbent on held-out training seeds "
+             "no trial used. Negative = the group did better than A. Paired t and Wilcoxon signed-rank p, "
+             "Holm-corrected over the rows of this table.", ""]
+    failures = []
+    for g, s in analysis.groups.items():
+        failed, total = failed_trials(s)
+        failures.append(f"{g} {failed}/{total} ({failed / total:.0%})" if total else f"{g} –")
+    if not found:
+        return lines + ["Fewer than two paired repeats: nothing to compare.", "",
+                        "Failed trials (crash, fail, timeout) by group: " + "; ".join(failures) + "."]
+    t_holm = stats.holm([p.t_p for *_, p in found])
+    w_holm = stats.holm([p.wilcoxon_p for *_, p in found])
+    d = delta_decimals(analysis)
+    rows = []
+    for (g, label, p), tp, wp in zip(found, t_holm, w_holm, strict=True):
+        rows.append([g, label, p.n, fmt_num(p.mean_diff, d, signed=True), fmt_ci(p.ci, d), fmt_p(tp), fmt_p(wp)])
+    lines += _table(["group", "measure", "n", "mean diff", f"{CI_LEVEL:.0%} CI", "paired t p (Holm)",
+                     "Wilcoxon p (Holm)"], rows)
+    lines += ["", "Failed trials (crash, fail, timeout) by group: " + "; ".join(failures) + "."]
+    return lines
+
+
 def render(analysis: Analysis, title: str, n_rows: int) -> str:
     d = delta_decimals(analysis)
     n_text = ", ".join(f"{g} n={s.n}" for g, s in analysis.groups.items())
@@ -500,6 +549,7 @@ def render(analysis: Analysis, title: str, n_rows: int) -> str:
     if analysis.vs_classic:
         lines += ["", "### Against classical search", ""]
         lines += _table(header, [_comparison_row(c, d) for c in analysis.vs_classic.values()])
+    lines += paired_lines(analysis)
     lines += ["", "## Figures", "", f"![best-so-far val_bpb per group]({BEST_SO_FAR_PNG})", "",
               f"Best-so-far val_bpb per iteration, mean ± 1 std over repeats ({n_text}).", "",
               f"![Δ per repeat by group]({DELTA_PNG})", "", f"Δ of every repeat, by group ({n_text}).", ""]
@@ -536,19 +586,21 @@ def render(analysis: Analysis, title: str, n_rows: int) -> str:
         lines += ["", "## Level-2 mechanisms", "",
                   "Each design Level 2 generated, by region (library template or hash of custom code), summed over "
                   "the group's repeats. Hook calls are counted by the controller in the journal, so a mechanism "
-                  "that was loaded but never called shows 0. *Failed*: the design crashed, failed to load or timed out.", ""]
+                  "that was loaded but never called shows 0; *effects* are the calls that changed what happened "
+                  "(a filter rejected or rewrote, a propose hook supplied the candidate, a decide hook overrode, "
+                  "guidance changed what the proposer was told). *Failed*: the design crashed, failed to load or timed out.", ""]
         mech = []
         uncalled = 0
         for g, s in mech_groups:
             for m in mechanism_rows(s):
                 uncalled += m["uncalled_kept"]
-                hooks = ", ".join(f"{h}={c}" for h, c in m["hook_calls"].items()) or "0"
+                hooks = ", ".join(f"{h}={c} ({m['hook_effects'].get(h, 0)})" for h, c in m["hook_calls"].items()) or "0"
                 mech.append([g, f"`{m['region']}`", m["generated"], m["kept"], m["reverted"], m["other"], m["calls"],
-                             hooks, f"{m['repeats']}/{len(s.rows)}"])
+                             m["effects"], hooks, f"{m['repeats']}/{len(s.rows)}"])
             if not mechanism_rows(s):
-                mech.append([g, "(none generated)", 0, 0, 0, 0, 0, "–", f"0/{len(s.rows)}"])
-        lines += _table(["group", "design", "generated", "kept", "reverted", "failed", "hook calls", "by hook",
-                         "repeats"], mech)
+                mech.append([g, "(none generated)", 0, 0, 0, 0, 0, 0, "–", f"0/{len(s.rows)}"])
+        lines += _table(["group", "design", "generated", "kept", "reverted", "failed", "hook calls", "effects",
+                         "by hook (effects)", "repeats"], mech)
         if uncalled:
             lines += ["", f"**{uncalled} kept mechanism(s) received no hook call** — a loaded mechanism that is "
                       "never called is a bug; see those repeats' journals."]

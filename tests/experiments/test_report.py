@@ -126,7 +126,8 @@ def test_report_counts_mechanisms_and_their_hook_calls_for_level2_groups(written
     tabu_c = next(r for r in rows if r.startswith("| C |") and "template:tabu" in r)
     cells = [c.strip() for c in tabu_c.strip("|").split("|")]
     assert cells[2:7] == ["3", "3", "0", "0", "12"]  # generated, kept, reverted, failed, hook calls (3 × 4)
-    assert cells[7] == "filter=6, observe=6"
+    assert cells[7] == "0"  # the rows record no effects: a call is not an effect
+    assert cells[8] == "filter=6 (0), observe=6 (0)"
     assert any("custom:0a1b2c3d4e" in r and r.startswith("| C |") for r in rows)
     assert not any("custom:" in r for r in rows if r.startswith("| D |"))
 
@@ -171,3 +172,20 @@ def test_reading_flags_baseline_noise_and_broken_groups(tmp_path: Path) -> None:
     assert "In group A," not in reading
     baselines = text.split("### Baselines by repeat", 1)[1].split("\n## ", 1)[0]
     assert "| 0 | 2.500000 | 2.550000 | 0.050000 |" in baselines
+
+
+def test_paired_section_compares_each_group_with_a_by_seed_on_search_and_endpoint_delta(tmp_path: Path) -> None:
+    rows = [make_row(g, i, d) for g, values in DELTAS.items() for i, d in enumerate(values)]
+    endpoint = {"A": [0.0, -0.001, 0.001], "C": [0.02, 0.019, 0.021]}  # C's search gain does not hold up
+    for row in rows:
+        values = endpoint.get(row["group"])
+        row["endpoint"] = {"seeds": [10_000], "baseline": [2.5], "best": [2.5 + values[row["repeat"]]],
+                           "delta": values[row["repeat"]]} if values else None
+    lines = "\n".join(report.paired_lines(report.analyse(rows, ARGS)))
+    table = {(c[0], c[1]): c for c in ([x.strip() for x in line.strip("|").split("|")]
+                                       for line in lines.splitlines() if line.startswith("| ")) if c[0] != "group"}
+    assert float(table[("C", "search Δ")][3]) == pytest.approx(-0.040, abs=1e-3)  # better in its own trials
+    assert float(table[("C", "endpoint Δ")][3]) == pytest.approx(+0.020, abs=1e-3)  # worse re-measured
+    assert ("B", "endpoint Δ") not in table  # no endpoint figures: no comparison invented
+    assert all(table[k][2] == "3" for k in table)  # n = paired repeats
+    assert "Failed trials (crash, fail, timeout) by group: A 3/" in lines
