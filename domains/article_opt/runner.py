@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,8 @@ class StageProposer(Proposer):
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         article = self.state.incumbent_text(ctx.incumbent)
-        base = stage_context(article, lessons=ctx.lessons, iteration=ctx.iteration, seed=ctx.seed)
+        base = replace(stage_context(article, lessons=ctx.lessons, iteration=ctx.iteration, seed=ctx.seed),
+                       attempt=len(ctx.feedback))  # refused before (e.g. the same plan as one in flight)
         tags = {"loop": ctx.loop, "iteration": ctx.iteration, "cycle": ctx.cycle}
         try:
             result = self.pipeline.run(base, phase="propose", tags=tags)

@@ -74,6 +74,7 @@ class StageContext:
     retry_error: str | None = None
     iteration: int = 0
     seed: int = 0
+    attempt: int = 0  # how often this iteration's candidate was refused already (a duplicate in a batch)
     asker: Callable[[str], Findings] | None = field(default=None, repr=False, compare=False)
 
     def ask(self, instruction: str) -> Findings:

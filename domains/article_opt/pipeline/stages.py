@@ -69,8 +69,11 @@ class LLMStage(Stage):
                                    context=context)
 
     def base_context(self, ctx: StageContext) -> dict[str, Any]:
-        return {"lessons": list(ctx.lessons), "guidance": ctx.guidance, "retry_error": ctx.retry_error,
-                "iteration": ctx.iteration, "seed": ctx.seed}
+        out = {"lessons": list(ctx.lessons), "guidance": ctx.guidance, "retry_error": ctx.retry_error,
+               "iteration": ctx.iteration, "seed": ctx.seed}
+        if ctx.attempt:  # a re-ask is a new draw (the offline stand-in keys on iteration and attempt)
+            out["attempt"] = ctx.attempt
+        return out
 
 
 class AnalysisStage(LLMStage):
