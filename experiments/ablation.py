@@ -42,7 +42,7 @@ from core.state import atomic_write_json
 from experiments.groups import GROUPS, Plan, RepeatSpec, parse_groups, run_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Run the bilevel ablation (groups A/B/C/D vs. RANDOM and TPE) and report it.")
+                  help="Run the bilevel ablation (groups A/B/C/D vs. reference searches) and report it.")
 console = Console()
 err = Console(stderr=True)
 RESULTS = "results.jsonl"

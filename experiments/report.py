@@ -33,15 +33,16 @@ ARGS_NAME = "ablation.json"
 REPORT_NAME = "REPORT.md"
 BEST_SO_FAR_PNG = "best_so_far.png"
 DELTA_PNG = "delta_by_group.png"
-GROUP_ORDER: tuple[str, ...] = ("A", "B", "C", "D", "RANDOM", "TPE")
+GROUP_ORDER: tuple[str, ...] = ("A", "B", "C", "D", "RANDOM", "LOCAL", "TPE", "CMAES")
 LLM_GROUPS: tuple[str, ...] = ("A", "B", "C", "D")
-CLASSIC_GROUPS: tuple[str, ...] = ("RANDOM", "TPE")
+CLASSIC_GROUPS: tuple[str, ...] = ("RANDOM", "LOCAL", "TPE", "CMAES")
 REFERENCE = "A"
-NO_LLM = "none"  # the provider of a row whose group uses no researcher (RANDOM, TPE)
+NO_LLM = "none"  # the provider of a row whose group uses no researcher (the references)
 ALPHA = 0.05
 CI_LEVEL = 0.95
 DEFAULT_LABELS = {"A": "Level 1", "B": "Levels 1 + 1.5", "C": "Levels 1 + 1.5 + 2", "D": "Levels 1 + 2",
-                  "RANDOM": "random search", "TPE": "Optuna TPE"}
+                  "RANDOM": "random search", "LOCAL": "coordinate search", "TPE": "Optuna TPE",
+                  "CMAES": "Optuna CMA-ES"}
 SETTING_KEYS = ("time_budget", "flop_budget", "endpoint_seeds", "iterations", "cycles", "threads", "target")
 OFFLINE_NOTE = (
     "The researcher in this ablation is the **offline** provider: a deterministic, seeded stand-in that "

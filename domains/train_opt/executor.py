@@ -7,7 +7,10 @@ environment, output to a log file; the result is read from the ``key: value`` li
 
 While a trial runs, the log's tail is read about once a second and its latest progress line is
 handed to ``on_progress`` (:mod:`domains.train_opt.progress`): by default an updating terminal line
-with elapsed / remaining time and the latest loss, silent when the output is not a terminal.
+with elapsed / remaining time and the latest loss, silent when the output is not a terminal. With
+``early_stop`` (a :class:`~domains.train_opt.mechanisms.early_stop.CurveRule`, ``--early-stop``) the
+same readings are compared with the incumbent's learning curve, and a trial clearly worse than the
+incumbent at the same point of training is stopped and recorded as FAIL "stopped early: ...".
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +39,7 @@ from core.process import (  # noqa: F401 - re-exported: the executor's helpers l
 from core.records import ExecutionResult, Proposal
 from core.state import atomic_write_text
 from domains.train_opt import target as tgt
+from domains.train_opt.mechanisms.early_stop import CurveRule, StoppedEarly, for_incumbent
 from domains.train_opt.progress import ProgressLine, parse_progress
 
 # karpathy/autoresearch prints FAIL straight after its last \r progress line, so in the log it ends
@@ -53,7 +58,7 @@ class TrainExecutor(Executor):
 
     def __init__(self, *, workdir: Path, original: Path, command: list[str] | None = None, timeout_s: float,
                  env: dict[str, str] | None = None, metric: str = "val_bpb",
-                 progress: ProgressLine | Literal["auto"] | None = "auto") -> None:
+                 progress: ProgressLine | Literal["auto"] | None = "auto", early_stop: CurveRule | None = None) -> None:
         self.workdir = Path(workdir)
         self.original = Path(original)
         self.command = command or [sys.executable, "train.py"]
@@ -62,6 +67,7 @@ class TrainExecutor(Executor):
         self.metric = metric
         # "auto": an updating line on a terminal's stderr, nothing otherwise; None: no progress
         self.progress = ProgressLine() if progress == "auto" else progress
+        self.early_stop = early_stop  # None: every trial runs to its end
 
     def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
         parent = (ctx.run_dir / ctx.incumbent) if ctx.incumbent else self.original
@@ -79,12 +85,23 @@ class TrainExecutor(Executor):
         line = self.progress if self.progress is not None and self.progress.enabled else None
         label = f"trial {ctx.iteration}"
         try:
+            stopper = for_incumbent(self.early_stop, ctx.run_dir, ctx.incumbent)
             on_tail = None
-            if line is not None:
+            if line is not None or stopper is not None:
                 def on_tail(tail: str, elapsed: float) -> None:
-                    line.update(label, parse_progress(tail, elapsed_s=elapsed, timeout_s=self.timeout_s))
+                    progress = parse_progress(tail, elapsed_s=elapsed, timeout_s=self.timeout_s)
+                    if line is not None:
+                        line.update(label, progress)
+                    reason = stopper.check(progress) if stopper is not None else None
+                    if reason:
+                        raise StoppedEarly(reason)  # run_command kills the trial's process group
+            started = time.monotonic()
             code, timed_out, seconds = run_command(self.command, cwd=workdir, log_path=log_path,
                                                    timeout_s=self.timeout_s, env=self.env, on_tail=on_tail)
+        except StoppedEarly as stop:
+            return ExecutionResult(status="fail", artifact=str(artifact.relative_to(ctx.run_dir)),
+                                   log_tail=read_tail(log_path), duration_s=time.monotonic() - started,
+                                   detail={"error": str(stop), "stopped_early": True})
         finally:
             if line is not None:
                 line.close()
