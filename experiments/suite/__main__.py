@@ -133,17 +133,31 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     settings_path.write_text(json.dumps(settings, indent=1))
     done = done_runs(out, args.trials)
+    units = [(name, arm) for name in targets for arm in arms]
+    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
     with gzip.open(out / ROWS, "at", encoding="utf-8") as fh:
-        for name in targets:
-            for arm in arms:
-                for seed in range(args.seeds):
-                    if (name, arm, seed) in done:
-                        continue
-                    rows = run_one(name, arm, seed, args.trials)
-                    fh.write("".join(json.dumps(r) + "\n" for r in rows))
-                fh.flush()
-                print(f"{name:8s} {arm:7s} {args.seeds} seeds done", flush=True)
+        def write(name: str, arm: str, runs: list[list[dict[str, Any]]]) -> None:
+            fh.write("".join(json.dumps(r) + "\n" for rows in runs for r in rows))
+            fh.flush()  # one (target, arm) at a time: an interrupted run loses at most the unit in flight
+            print(f"{name:8s} {arm:7s} {args.seeds} seeds done", flush=True)
+
+        todo = [(name, arm, [s for s in range(args.seeds) if (name, arm, s) not in done]) for name, arm in units]
+        if jobs == 1:
+            for name, arm, seeds in todo:
+                write(name, arm, [run_one(name, arm, seed, args.trials) for seed in seeds])
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [(name, arm, pool.submit(run_unit, name, arm, seeds, args.trials)) for name, arm, seeds in todo]
+                for name, arm, future in futures:  # written in the canonical order, whatever finishes first
+                    write(name, arm, future.result())
     return cmd_report(argparse.Namespace(out=str(out)))
+
+
+def run_unit(name: str, arm: str, seeds: list[int], trials: int) -> list[list[dict[str, Any]]]:
+    """Every given seed of one (target, arm), in a worker process."""
+    return [run_one(name, arm, seed, trials) for seed in seeds]
 
 
 def load(out: Path) -> list[dict[str, Any]]:
@@ -241,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seeds", type=int, default=50)
     run.add_argument("--trials", type=int, default=31, help="trials per run, baseline included (LLM groups: 1 + 3 cycles)")
     run.add_argument("--out", required=True)
+    run.add_argument("--jobs", type=int, default=1, help="(target, arm) units run in parallel processes (rows identical)")
     report = sub.add_parser("report", help="regenerate REPORT.md from the trial rows")
     report.add_argument("out")
     mat = sub.add_parser("materialize", help="write a suite target as a train.py + prepare.py folder")
@@ -255,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
               f"`python -m domains.train_opt.cli --target-dir {folder} bilevel`")
         return 0
     if args.command == "run":
-        if args.seeds < 1 or args.trials < 2:
-            print("error: --seeds must be >= 1 and --trials >= 2", file=sys.stderr)
+        if args.seeds < 1 or args.trials < 2 or args.jobs < 1:
+            print("error: --seeds and --jobs must be >= 1 and --trials >= 2", file=sys.stderr)
             return 2
         return cmd_run(args)
     if not (Path(args.out) / ROWS).exists():

@@ -100,6 +100,9 @@ def test_the_runner_is_resumable_and_reports_from_its_rows(tmp_path, capsys):
     assert "| coupled | random | 3 |" in report and "random − local" in report
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert main(["run", "--arms", "grid", "--out", str(out)]) == 2
+    assert main([*args[:-1], str(tmp_path / "jobs"), "--jobs", "2"]) == 0  # parallel units, the same rows in the same order
+    assert [json.loads(line) for line in gzip.open(tmp_path / "jobs" / "trials.jsonl.gz", "rt")] == rows
+    assert main([*args, "--jobs", "0"]) == 2
 
 
 def test_paired_statistics_match_known_values():
