@@ -263,18 +263,18 @@ class InnerLoopController:
 
     # -- one iteration -------------------------------------------------------------------------------
     def context(self, iteration: int, cycle: int, *, guidance: Guidance | None = None,
-                feedback: tuple[str, ...] = ()) -> ProposalContext:
+                feedback: tuple[str, ...] = (), pending: tuple[Proposal, ...] = ()) -> ProposalContext:
         history = tuple(self.history)
         return ProposalContext(
             loop=self.loop, iteration=iteration, cycle=cycle, history=history, best_score=self.best_score,
             incumbent=self.incumbent, direction=self.direction, search=_search_json(self.search),
             guidance=guidance or self.outer_guidance,
             lessons=tuple(self.lessons(history)) if self.lessons else (),
-            feedback=feedback, seed=self.seed * 1_000_003 + iteration,
+            feedback=feedback, seed=self.seed * 1_000_003 + iteration, pending=pending,
         )
 
-    def _guided_context(self, iteration: int, cycle: int) -> ProposalContext:
-        base = self.context(iteration, cycle)
+    def _guided_context(self, iteration: int, cycle: int, *, pending: tuple[Proposal, ...] = ()) -> ProposalContext:
+        base = self.context(iteration, cycle, pending=pending)  # a batch's candidates in flight (core.batch)
         texts = [self.outer_guidance.text] if self.outer_guidance.text else []
         constraints: Constraints = self.outer_guidance.constraints
         for attached, out in list(self._hook("guidance", base)):
