@@ -103,7 +103,7 @@ class BatchRunner:
             done = executed.get(iteration)
             planned.append(Planned(
                 iteration=iteration, proposal=proposal,
-                ctx=ctl.context(iteration, event.get("cycle", cycle)).model_copy(update={"pending": pending}),
+                ctx=ctl.context(iteration, event.get("cycle", cycle), pending=pending),
                 rejections=tuple(event.get("rejections", ())), calls=dict(event.get("hook_calls", {})),
                 effects=dict(event.get("hook_effects", {})),
                 fields=dict(done["fields"]) if done else None, duration_s=done.get("duration_s", 0.0) if done else 0.0))
@@ -138,7 +138,7 @@ class BatchRunner:
             pending = tuple(p.proposal for p in planned if p.proposal is not None)
             ctx: ProposalContext | None = None
             try:
-                ctx = ctl._guided_context(iteration, cycle).model_copy(update={"pending": pending})
+                ctx = ctl._guided_context(iteration, cycle, pending=pending)  # guidance hooks see them too
                 proposal, rejections = self._propose_distinct(ctx)
                 fields = None if proposal is not None else \
                     {"status": Status.REJECTED.value, "error": "every candidate was filtered out"}
@@ -152,7 +152,7 @@ class BatchRunner:
                 log.warning("loop %s iteration %d: proposing crashed: %s", ctl.loop, iteration, exc)
                 proposal, rejections, fields = None, (), _crash(exc)
             if ctx is None:
-                ctx = ctl.context(iteration, cycle).model_copy(update={"pending": pending})
+                ctx = ctl.context(iteration, cycle, pending=pending)
             slot = Planned(iteration=iteration, proposal=proposal, ctx=ctx, rejections=tuple(rejections),
                            calls={n: dict(c) for n, c in ctl._calls.items()},
                            effects={n: dict(c) for n, c in ctl._effects.items() if c}, fields=fields)

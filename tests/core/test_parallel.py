@@ -20,10 +20,19 @@ import pytest
 from typer.testing import CliRunner
 
 from core.batch import EXECUTED, BatchRunner
+from core.mechanism import Mechanism
 from core.plugins import ExecContext, Executor
 from core.pool import LocalPool, current_slot
 from core.process import parse_summary, read_tail, run_command
-from core.records import ExecutionResult, Proposal, ProposalContext, Status, TrialRecord
+from core.records import (
+    ExecutionResult,
+    FilterVerdict,
+    Guidance,
+    Proposal,
+    ProposalContext,
+    Status,
+    TrialRecord,
+)
 from core.settings import RunSettings
 from tests.core.helpers import QuadraticExecutor, QuadraticProposer, ScriptedProposer, make_controller
 
@@ -121,6 +130,38 @@ def test_in_batch_duplicates_are_refused_and_the_proposer_sees_the_pending_candi
     asked = proposer.contexts
     assert asked[0].pending == () and asked[1].pending == (same,) and asked[2].pending == (same,)
     assert asked[2].feedback and "in flight" in asked[2].feedback[-1]
+
+
+class PendingWatcher(Mechanism):
+    """Remembers what each guidance and filter call saw in flight."""
+
+    name = "watcher"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, int, tuple]] = []
+
+    def guidance(self, ctx: ProposalContext) -> Guidance | None:
+        self.seen.append(("guidance", ctx.iteration, tuple(p.changes["x"] for p in ctx.pending)))
+        return None
+
+    def filter(self, proposal: Proposal, ctx: ProposalContext) -> FilterVerdict | None:
+        self.seen.append(("filter", ctx.iteration, tuple(p.changes["x"] for p in ctx.pending)))
+        return None
+
+
+def test_mechanisms_see_the_candidates_in_flight(tmp_path: Path):
+    xs = [Proposal(changes={"x": x}, region=f"x={x}") for x in (2.0, 1.0, 1.5)]
+    watcher = PendingWatcher()
+    ctl, pool = batched(tmp_path / "r", k=3, proposer=ScriptedProposer(xs))
+    ctl.attach(watcher)
+    try:
+        ctl.ensure_baseline()
+        ctl.run_cycle(0, 3)
+    finally:
+        pool.close()
+    assert watcher.seen == [("guidance", 1, ()), ("filter", 1, ()), ("guidance", 2, (2.0,)), ("filter", 2, (2.0,)),
+                            ("guidance", 3, (2.0, 1.0)), ("filter", 3, (2.0, 1.0))]
 
 
 def test_a_duplicate_the_proposer_keeps_making_ends_as_a_rejected_slot(tmp_path: Path):
