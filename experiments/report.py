@@ -629,12 +629,51 @@ def load(directory: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return load_results(results), args
 
 
+TRIALS_NAME = "trials.jsonl.gz"
+TRIAL_KEYS = ("group", "repeat", "seed", "loop", "iteration", "cycle", "status", "score", "changes", "region", "origin",
+              "decided_by", "error", "hook_calls", "hook_effects", "duration_s")
+
+
+def export_trials(directory: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
+    """One row per trial of every repeat (both loops), from the run journals, into ``trials.jsonl.gz``:
+    what the per-repeat rows were computed from, small enough to commit. Without ``runs/`` (a
+    committed results folder) the existing file is kept."""
+    import gzip
+
+    out = directory / TRIALS_NAME
+    trials = []
+    rank = {g: i for i, g in enumerate(group_order(r["group"] for r in rows))}
+    for row in sorted(rows, key=lambda r: (rank[r["group"]], int(r["repeat"]))):
+        journal = directory / str(row.get("run_dir") or "") / "journal.jsonl"
+        if not row.get("run_dir") or not journal.is_file():
+            return None if not out.exists() else out
+        for line in journal.read_text(encoding="utf-8").splitlines():
+            event = json.loads(line) if line.strip() else {}
+            if event.get("type") != "trial":
+                continue
+            record = event["record"]
+            proposal = record.get("proposal") or {}
+            trials.append({"group": row["group"], "repeat": row["repeat"], "seed": row["seed"],
+                           "loop": record["loop"], "iteration": record["iteration"], "cycle": record["cycle"],
+                           "status": record["status"], "score": record.get("score"),
+                           "changes": proposal.get("changes"), "region": proposal.get("region"),
+                           "origin": proposal.get("origin"), "decided_by": record.get("decided_by"),
+                           "error": (record.get("error") or "")[:200], "hook_calls": record.get("hook_calls") or {},
+                           "hook_effects": record.get("hook_effects") or {}, "duration_s": record.get("duration_s")})
+    with gzip.open(out.with_suffix(".tmp"), "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(t, sort_keys=False) + "\n" for t in trials))
+    out.with_suffix(".tmp").replace(out)
+    return out
+
+
 def write_report(directory: Path) -> Path:
-    """Write ``REPORT.md``, ``best_so_far.png`` and ``delta_by_group.png`` into ``directory``."""
+    """Write ``REPORT.md``, ``best_so_far.png``, ``delta_by_group.png`` and (from the run journals,
+    when they are there) ``trials.jsonl.gz`` into ``directory``."""
     from core.state import atomic_write_text
 
     directory = Path(directory)
     rows, args = load(directory)
+    export_trials(directory, rows)
     analysis = analyse(rows, args)
     plot_best_so_far(analysis, directory / BEST_SO_FAR_PNG)
     plot_delta_by_group(analysis, directory / DELTA_PNG)

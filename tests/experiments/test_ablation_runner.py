@@ -264,3 +264,22 @@ def test_report_dispatches_to_the_report_module_or_says_it_is_missing(tiny, tmp_
     assert invoke("report", out).exit_code == 0 and (out / "REPORT.md").is_file()
     missing = invoke("report", tmp_path)
     assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_the_report_exports_every_trial_of_every_repeat_and_keeps_it_without_the_journals(tiny, tmp_path):
+    import gzip
+
+    out, rows = tiny
+    assert invoke("report", out).exit_code == 0
+    trials = [json.loads(line) for line in gzip.open(out / "trials.jsonl.gz", "rt")]
+    inner = [t for t in trials if t["loop"] == "inner"]
+    assert len(inner) == sum(len(inner_records(out / r["run_dir"])) for r in rows)
+    assert {(t["group"], t["repeat"]) for t in inner} == {(r["group"], r["repeat"]) for r in rows}
+    assert any(t["loop"] == "mechanism" for t in trials if t["group"] == "C")  # Level 2's trials too
+    # a committed results folder holds no journals: the report still regenerates, the export is kept
+    copy = tmp_path / "committed"
+    copy.mkdir()
+    for name in ("results.jsonl", "ablation.json", "trials.jsonl.gz"):
+        shutil.copy(out / name, copy / name)
+    assert invoke("report", copy).exit_code == 0
+    assert gzip.open(copy / "trials.jsonl.gz", "rt").read() == gzip.open(out / "trials.jsonl.gz", "rt").read()
