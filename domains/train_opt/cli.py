@@ -116,6 +116,13 @@ def _show_report(run_dir: Path) -> None:
     console.print(f"wrote {out} and {out.parent / 'val_bpb.png'}", markup=False)
 
 
+MECHANISM_OPTIONS = [
+    Opt("memory", bool, False, "Remember the best keeps of this run for later runs on the same target, and try "
+        "what earlier runs found first ($XDG_CACHE_HOME/bilevel-autoresearch/memory/)."),
+    Opt("early_stop", bool, False, "Stop a trial whose training loss is clearly behind the incumbent's at the same "
+        "point of training (>5% after 30%); recorded as FAIL 'stopped early'."),
+]
+
 SPEC = DomainCli(
     name="train_opt",
     help="Improve a GPT training script's val_bpb with a bilevel autoresearch loop.",
@@ -129,7 +136,8 @@ SPEC = DomainCli(
         Opt("data", Path | None, None, "A UTF-8 text file or folder to train on (bundled harness only)."),
         Opt("threads", int | None, None, "CPU threads per trial (default: all cores)."),
     ],
-    run_options=[Opt("noise_floor", float | None, None, "Keep only gains larger than this (val_bpb).")],
+    run_options=[Opt("noise_floor", float | None, None, "Keep only gains larger than this (val_bpb)."),
+                 *MECHANISM_OPTIONS],
     once_settings={"inner_budget": 0},
 )
 app = make_app(SPEC)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -36,9 +37,13 @@ class DesignReply(BaseModel):
     rationale: str = Field(default="", max_length=2000)
 
 
+DOMAIN_FILLED = ("space",)  # template parameters the domain fills in: the designer never writes them
+
+
 def template_menu() -> dict[str, dict[str, Any]]:
     return {name: {"addresses": meta["addresses"], "description": meta["description"],
-                   "default_params": meta["params"]} for name, meta in TEMPLATES.items()}
+                   "default_params": {k: v for k, v in meta["params"].items() if k not in DOMAIN_FILLED}}
+            for name, meta in TEMPLATES.items()}
 
 
 def design_region(template: str | None, source: str) -> str:
@@ -48,12 +53,18 @@ def design_region(template: str | None, source: str) -> str:
 
 
 class MechanismDesigner(Proposer):
-    """Asks the researcher for a mechanism addressing the diagnosed bottleneck of the inner search."""
+    """Asks the researcher for a mechanism addressing the diagnosed bottleneck of the inner search.
 
-    def __init__(self, *, client: Any, inner: InnerLoopController, inner_budget: int) -> None:
+    ``space`` gives the parameter space (JSON) that the proposing templates (surrogate, pattern,
+    multiscale) need in their ``space`` parameter; the designer fills it in, so a design can propose
+    values the target accepts without the researcher copying the space into its answer."""
+
+    def __init__(self, *, client: Any, inner: InnerLoopController, inner_budget: int,
+                 space: Callable[[], str] | None = None) -> None:
         self.client = client
         self.inner = inner
         self.inner_budget = inner_budget
+        self.space = space
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         active = list(self.inner.search.active_params)  # the typed SearchConfig in force
@@ -77,8 +88,12 @@ class MechanismDesigner(Proposer):
         if reply.source:
             source, template = reply.source, None
         elif reply.template:
+            params = dict(reply.params)
+            wants_space = "space" in TEMPLATES.get(reply.template, {}).get("params", {})
+            if wants_space and not params.get("space") and self.space is not None:
+                params["space"] = self.space()
             try:
-                source, template = render_template(reply.template, reply.params), reply.template
+                source, template = render_template(reply.template, params), reply.template
             except ValueError as exc:
                 raise ValueError(f"design names an unusable template: {exc}") from exc
         else:

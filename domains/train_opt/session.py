@@ -26,6 +26,7 @@ from core.errors import UserError
 from core.inner_loop import InnerLoopController, hook_call_totals, hook_effect_totals
 from core.level2 import MechanismInstaller
 from core.llm_client import UsageLedger, make_client
+from core.mechanisms import space_param
 from core.plugins import MetricEvaluator, NoiseAwareDecider
 from core.records import Status, TrialRecord
 from core.schedule import BilevelRun
@@ -36,6 +37,8 @@ from domains.train_opt import offline
 from domains.train_opt import target as tgt
 from domains.train_opt.executor import TrainExecutor
 from domains.train_opt.mechanism_research import MechanismDesigner
+from domains.train_opt.mechanisms import memory_mechanism, space_dims
+from domains.train_opt.mechanisms.early_stop import CurveRule
 from domains.train_opt.outer import analyze_and_patch
 from domains.train_opt.runner import LLMProposer
 from domains.train_opt.trace import lessons
@@ -57,6 +60,8 @@ class TrainSettings(RunSettings):
     data: str | None = None
     noise_floor: float | None = Field(default=None, ge=0)
     threads: int | None = Field(default=None, ge=1)
+    memory: bool = False  # remember this run's best keeps for later runs on the same target (user cache)
+    early_stop: bool = False  # stop a trial whose loss curve is clearly behind the incumbent's
 
     @property
     def bundled(self) -> bool:
@@ -160,7 +165,8 @@ class TrainDomain(Domain):
         executor = TrainExecutor(workdir=run.path / "target", original=self.original, command=settings.command,
                                  timeout_s=settings.timeout(), env=settings.trial_env(),
                                  # one updating terminal line cannot show K trials: the CLI prints what is in flight
-                                 progress="auto" if settings.parallel == 1 and settings.executor == "local" else None)
+                                 progress="auto" if settings.parallel == 1 and settings.executor == "local" else None,
+                                 early_stop=CurveRule() if settings.early_stop else None)
         decider = NoiseAwareDecider(noise_floor=settings.noise_floor) if settings.noise_floor else None
         self.inner = InnerLoopController(
             run=run, loop="inner", proposer=LLMProposer(client=ctx.clients["inner"], run_dir=run.path,
@@ -170,6 +176,8 @@ class TrainDomain(Domain):
             max_provider_failures=settings.max_provider_failures,
         )
         self.inner.search = self.initial_config
+        if settings.memory:  # opt-in: reads and writes a file in the user's cache, never in the sandbox
+            self.inner.attach(memory_mechanism(self.original, run.path.name))
         self.loops = {"inner": self.inner}
 
     def config_level(self) -> TrainConfigLevel:
@@ -177,8 +185,13 @@ class TrainDomain(Domain):
 
     def level2(self) -> Level2Parts:
         designer = MechanismDesigner(client=self.clients["mechanism"], inner=self.inner,
-                                     inner_budget=self.settings.inner_budget)
+                                     inner_budget=self.settings.inner_budget, space=self.space)
         return Level2Parts(designer=designer, installer=MechanismInstaller(inner=self.inner, run=self.run))
+
+    def space(self) -> str:
+        """The ``space`` parameter of the proposing templates: the constants, their ranges as the
+        proposer sees them, and their original values (a mechanism replays the keeps on top)."""
+        return space_param(space_dims(self.specs, tgt.values(self.original.read_text(encoding="utf-8"))))
 
     def baseline_error(self, loop: str, record: TrialRecord) -> str:
         return (f"the baseline trial failed ({record.status.value}: {record.error}); "
