@@ -22,6 +22,7 @@ lazily: it is an optional extra (``pip install -e '.[ray]'``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import threading
@@ -247,7 +248,7 @@ class RayPool(TrialPool):
         self.ray = _import_ray()
         self.started = not self.ray.is_initialized()
         if self.started:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
                                       "runtime_env": {"py_modules": [str(PROJECT_ROOT / "core"), str(PROJECT_ROOT / "domains")]}}
             kwargs.update(init_kwargs or {})
             self.ray.init(address=address, **kwargs)
