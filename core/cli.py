@@ -120,6 +120,17 @@ LOOP_OPTIONS = [
 ]
 
 
+# keep/discard (README, "Keep/discard decisions"): for a domain whose executor runs trials on a seed
+DECISION_OPTIONS = [
+    Opt("decision", str, "noise-aware", "Keep rule: noise-aware (gains beyond the noise measured across training "
+        "seeds; near-ties retested) or strict (any improvement)."),
+    Opt("noise_floor", float | None, None, "Fix the smallest single-seed gain that counts instead of measuring the noise."),
+    Opt("noise_replicates", int | None, None, "Extra seeds of the baseline that measure the noise (default: by the budget)."),
+    Opt("max_failed", int, 5, "Stop after this many trials in a row fail (crash/fail/timeout); 0 = never.",
+        key="max_failed_in_a_row"),
+]
+
+
 class GlobalOptionsAnywhere(TyperGroup):
     """A group whose own options may also follow the command: they are moved in front of it."""
 

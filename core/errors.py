@@ -67,6 +67,11 @@ class ProviderOutage(RunStopped):
     trial budget on an outage; ``resume`` continues when the provider is back."""
 
 
+class TrialsFailing(RunStopped):
+    """The last trials all failed (crash, fail, timeout): stop rather than spend the budget on a target
+    that does not run; ``resume`` continues once the target is fixed."""
+
+
 class MechanismError(BilevelError):
     """A generated mechanism failed a loading stage or a hook; it is reverted, never fatal."""
 

@@ -137,6 +137,7 @@ class Level15VerdictEvent(Event):
     gain: float
     parent_gain: float
     decided_by: str
+    margin: float | None = None  # the noise the score had to beat (noise-aware outer verdicts)
     restored: Any = None
 
 

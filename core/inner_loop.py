@@ -10,16 +10,26 @@ Only a stop request (:class:`RunStopped`: a spent budget or a provider outage; C
 be written (:class:`~core.errors.RunDirError`: a full or read-only disk) leaves the iteration unrecorded; its
 candidate was journaled as ``proposal`` before executing, and ``resume`` re-executes that same
 candidate, so no finished trial is lost and none is run twice.
+
+No trial is wasted: a candidate whose configuration (:meth:`InnerLoopController.config_key`) was
+already measured in this loop, or that the executor finds infeasible, is refused before it runs and
+the proposer is asked again with the reason. Keep/discard rests on :class:`~core.plugins.Evidence`
+(every score of the candidate's and the incumbent's configuration, one per training seed, and the
+measured noise); a decider's ``retest`` makes the next iteration a *replicate* — the same
+configuration on another seed — as do the baseline replicates a decider asks for. Both are derived
+from the journaled history, so a resumed run repeats none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from statistics import fmean
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
@@ -34,12 +44,23 @@ from core.errors import (
     RunDirError,
     RunStopped,
     StructuredOutputError,
+    TrialsFailing,
 )
 from core.host import RemoteMechanism
 from core.mechanism import HOOKS, Mechanism
-from core.plugins import Decider, Evaluator, ExecContext, Executor, Proposer, StrictImprovement
+from core.plugins import (
+    Decider,
+    Evaluator,
+    Evidence,
+    ExecContext,
+    Executor,
+    Proposer,
+    StrictImprovement,
+    pooled_noise,
+)
 from core.records import (
     BASELINE,
+    REPLICATE,
     Constraints,
     EvalInput,
     Evaluation,
@@ -50,6 +71,7 @@ from core.records import (
     ProposalContext,
     Status,
     TrialRecord,
+    canonical_json,
 )
 from core.state import RunDir
 
@@ -118,6 +140,7 @@ class InnerLoopController:
         seed: int = 0,
         lessons: Callable[[tuple[TrialRecord, ...]], Iterable[str]] | None = None,
         max_provider_failures: int = 3,
+        max_failed_in_a_row: int = 0,
     ) -> None:
         if max_reasks < 0:
             raise ValueError("max_reasks must be >= 0")
@@ -133,6 +156,7 @@ class InnerLoopController:
         self.seed = seed
         self.lessons = lessons
         self.max_provider_failures = max_provider_failures
+        self.max_failed_in_a_row = max_failed_in_a_row  # executed trials failing in a row before a stop (0 = never)
         self.search: BaseModel | dict[str, Any] = {}
         self.outer_guidance = Guidance()
         self.mechanisms: list[AttachedMechanism] = []
@@ -142,6 +166,13 @@ class InnerLoopController:
         self.history: list[TrialRecord] = []
         self._incumbent: TrialRecord | None = None
         self._per_cycle: Counter = Counter()
+        # what was measured, derived from the history: config key -> executed trials / scores (one
+        # per training seed); the incumbent's accumulated changes (the default config key's base)
+        self._runs: Counter = Counter()
+        self._scores: dict[str, list[float]] = defaultdict(list)
+        self._first: dict[str, TrialRecord] = {}
+        self._incumbent_changes: dict[str, Any] = {}
+        self._budget: tuple[int, int] | None = None  # (cycle, iterations) of the cycle being run
         self.batch: BatchRunner | None = None  # set by the schedule for --parallel K > 1 (core.batch)
         for event in run.journal.events("trial", loop=loop):
             self._remember(TrialRecord.model_validate(event["record"]))
@@ -151,8 +182,16 @@ class InnerLoopController:
     # -- state derived from the history --------------------------------------------------------------
     def _remember(self, record: TrialRecord) -> None:
         self.history.append(record)
+        key = record.info.get("config_key")
+        if key and record.proposal is not None and record.status is not Status.REJECTED:
+            self._runs[key] += 1
+            self._first.setdefault(key, record)
+            if record.finished_ok and record.score is not None:
+                self._scores[key].append(record.score)
         if record.status is Status.KEEP:
             self._incumbent = record
+            if record.proposal is not None:
+                self._incumbent_changes = {**self._incumbent_changes, **record.proposal.changes}
         if (record.proposal is None or not record.proposal.is_baseline) and not self._lost(record):
             self._per_cycle[record.cycle] += 1
 
@@ -174,8 +213,13 @@ class InnerLoopController:
 
     @property
     def best_score(self) -> float | None:
+        """The incumbent's score: the mean over every training seed its configuration was measured on
+        (with one measurement, exactly its score)."""
         record = self.incumbent_record
-        return record.score if record else None
+        if record is None:
+            return None
+        scores = self._scores.get(record.info.get("config_key") or "")
+        return fmean(scores) if scores else record.score
 
     @property
     def incumbent(self) -> str | None:
@@ -188,6 +232,79 @@ class InnerLoopController:
             if (cycle is None or r.cycle == cycle)
             and (include_baseline or r.proposal is None or not r.proposal.is_baseline)
         ]
+
+    # -- measurements: configuration keys, noise, replicates ----------------------------------------
+    def config_key(self, proposal: Proposal) -> str | None:
+        """A short hash of the full configuration ``proposal`` produces from the incumbent (see
+        :meth:`Executor.config_key`); ``None`` when the executor cannot tell (never deduplicated)."""
+        try:
+            full = self.executor.config_key(proposal, self.incumbent, self.run.path)
+        except Exception as exc:  # e.g. an invalid value: execute() reports it as the trial's failure
+            log.debug("loop %s: no config key for %s: %s", self.loop, proposal.changes, exc)
+            return None
+        if full is None:
+            changes = {**self._incumbent_changes, **proposal.changes}
+            parent = (self.incumbent_record.info.get("config_key") if self.incumbent_record else None) \
+                if proposal.payload is not None else None
+            full = {"changes": changes, "payload": proposal.payload, "parent": parent}
+        return hashlib.sha256(canonical_json(full).encode()).hexdigest()[:16]
+
+    @property
+    def noise(self) -> float | None:
+        """The measured noise: the pooled standard deviation of the scores of every configuration
+        measured on more than one training seed (``None`` until one was)."""
+        return pooled_noise(list(self._scores.values()))
+
+    def noise_floor(self) -> float:
+        """The smallest single-seed gain the decider treats as real (0 for strict improvement)."""
+        return self.decider.floor(self.noise)
+
+    def _replicate_seed(self, key: str | None) -> int | None:
+        """The training seed of the next measurement of ``key``: ``None`` (the executor's own) for the
+        first, then ``seed + 1000·k`` for the k-th replicate."""
+        k = self._runs[key] if key else 0
+        return self.seed + 1000 * k if k else None
+
+    def _owed_replicate(self, cycle: int) -> Proposal | None:
+        """The replicate this iteration must measure, if any (derived from the history, so a resumed
+        run repeats nothing): a retest of the last candidate the decider called a near-tie, or one of
+        the baseline replicates the decider asks for (they measure the noise floor)."""
+        if not self.executor.seeded or not self.history:
+            return None
+        last = self.history[-1]
+        verdict = (last.info.get("decision") or {}).get("verdict")
+        if verdict == "retest" and last.cycle == cycle and last.proposal is not None:
+            first = self._first.get(last.info.get("config_key") or "", last)
+            return Proposal(changes=dict(last.proposal.changes), payload=last.proposal.payload,
+                            region=last.proposal.region, origin=REPLICATE,
+                            hypothesis=f"retest of iteration {first.iteration} on another training seed")
+        baseline = self.history[0]
+        wanted = self.decider.baseline_replicates
+        if wanted <= 0 or baseline.proposal is None or not baseline.proposal.is_baseline or not baseline.kept:
+            return None
+        done = sum(1 for r in self.history if r.info.get("replicate_of") == baseline.iteration)
+        if done >= wanted or self.incumbent_record is not baseline:
+            return None
+        return Proposal(origin=REPLICATE, region=BASELINE,
+                        hypothesis="the baseline on another training seed (measures the noise floor)")
+
+    def _waste(self, candidate: Proposal) -> str | None:
+        """Why executing ``candidate`` would waste a trial (infeasible, or already measured), else None."""
+        changes = canonical_json(dict(candidate.changes))
+        try:
+            reason = self.executor.infeasible(candidate, self.incumbent, self.run.path)
+        except Exception as exc:
+            log.debug("loop %s: feasibility check failed: %s", self.loop, exc)
+            reason = None
+        if reason:
+            return f"infeasible: {changes} ({candidate.region or 'no region'}) can never run: {reason}"
+        key = self.config_key(candidate)
+        if key and self._runs[key]:
+            first = self._first[key]
+            score = f"score {first.score:.6g}" if first.score is not None else first.status.value
+            return (f"duplicate: {changes} ({candidate.region or 'no region'}) gives a configuration already "
+                    f"measured (iteration {first.iteration}, {score}); propose one not measured yet")
+        return None
 
     # -- mechanisms ----------------------------------------------------------------------------------
     def attach(self, mechanism: Mechanism, *, name: str | None = None, origin: Literal["library", "generated"] = "library",
@@ -296,7 +413,7 @@ class InnerLoopController:
             for attached, out in self._hook("propose", asked):
                 if out is not None:
                     # bookkeeping is the controller's: no mechanism may pass its candidate off as the baseline
-                    keep_origin = out.origin not in ("proposer", BASELINE)
+                    keep_origin = out.origin not in ("proposer", BASELINE, REPLICATE)
                     candidate = out if keep_origin else out.model_copy(update={"origin": attached.name})
                     self._effects[attached.name]["propose"] += 1  # it supplied the candidate
                     break
@@ -316,11 +433,15 @@ class InnerLoopController:
                     break
                 if verdict.proposal is not None:
                     rewritten = verdict.proposal
-                    if rewritten.is_baseline:
+                    if rewritten.is_baseline or rewritten.is_replicate:
                         rewritten = rewritten.model_copy(update={"origin": attached.name})
                     if rewritten.changes != candidate.changes or rewritten.payload != candidate.payload:
                         self._effects[attached.name]["filter"] += 1  # it rewrote the candidate
                     candidate = rewritten
+            if rejected is None:
+                # no wasted trial, whoever proposed it: never a configuration already measured in this
+                # loop, never one that breaks a known constraint (the proposer is asked again)
+                rejected = self._waste(candidate)
             if rejected is None:
                 return candidate, tuple(feedback)
             feedback.append(rejected)
@@ -349,12 +470,16 @@ class InnerLoopController:
                 for name, counts in self._pending.get("hook_effects", {}).items():
                     self._effects[name].update(counts)
                 log.info("loop %s: resuming iteration %d with its journaled candidate", self.loop, iteration)
+            elif (owed := self._owed_replicate(cycle)) is not None:
+                ctx = self.context(iteration, cycle)
+                proposal = owed  # a replicate is the controller's: no proposer, no filter
             else:
                 ctx = self._guided_context(iteration, cycle)
                 proposal, rejections = self._propose(ctx)
             self._pending = None
             if proposal is None:
-                fields = {"status": Status.REJECTED, "error": "every candidate was filtered out"}
+                fields = {"status": Status.REJECTED, "error": "no runnable candidate: every one was filtered out, "
+                          "infeasible or already measured (nothing was executed)"}
             else:
                 self.run.journal.append({
                     "type": "proposal", "loop": self.loop, "iteration": iteration, "cycle": cycle,
@@ -382,7 +507,26 @@ class InnerLoopController:
         )
         record = self._finish(record)
         self._stop_on_outage()
+        self._stop_on_failures()
         return record
+
+    def _stop_on_failures(self) -> None:
+        """After ``max_failed_in_a_row`` executed trials in a row failed (crash, fail, timeout), stop
+        cleanly: spending the rest of the budget on a target that does not run teaches nothing."""
+        n = self.max_failed_in_a_row
+        executed = [r for r in self.history if r.proposal is not None and not r.proposal.is_baseline
+                    and r.status is not Status.REJECTED and not r.info.get("provider_failure")]
+        recent = executed[-n:] if n > 0 else []
+        if n > 0 and len(recent) == n and recent[-1] is self.history[-1] \
+                and all(r.status in (Status.CRASH, Status.FAIL, Status.TIMEOUT) and not r.info.get("stopped_early")
+                        for r in recent):  # a trial stopped early by a learning-curve rule ran fine
+            last = recent[-1]
+            reason = (f"the last {n} trials all failed (last: {last.status.value}: {last.error[:200]}); the run is "
+                      f"stopped with its state saved: fix the target (see {self.run.trial_dir(self.loop, last.iteration)}"
+                      "/run.log) and `resume` it")
+            self.run.journal.append({"type": "stopped", "loop": self.loop, "iteration": len(self.history),
+                                     "reason": f"TrialsFailing: {reason}"})
+            raise TrialsFailing(reason)
 
     def _stop_on_outage(self) -> None:
         """After ``max_provider_failures`` iterations in a row lost to the provider, stop cleanly."""
@@ -397,15 +541,28 @@ class InnerLoopController:
 
     def _execute_and_judge(self, proposal: Proposal, ctx: ProposalContext, iteration: int, cycle: int,
                            parent: str | None) -> dict[str, Any]:
-        exec_ctx = self.exec_context(iteration, cycle, parent)
+        key = self.config_key(proposal)
+        seed = self._replicate_seed(key) if proposal.is_replicate else None
+        exec_ctx = self.exec_context(iteration, cycle, parent, seed=seed)
         # with a pool (core.batch), a single trial (the baseline) runs in a slot too: same environment
         result: ExecutionResult = (self.batch.execute_one(proposal, exec_ctx) if self.batch
                                    else self.executor.execute(proposal, exec_ctx))
-        return self._judge(proposal, ctx, iteration, cycle, self._measured(result))
+        fields = self._measured(result)
+        fields["info"] = {**fields["info"], **self.trial_info(proposal, key, seed)}
+        return self._judge(proposal, ctx, iteration, cycle, fields)
 
-    def exec_context(self, iteration: int, cycle: int, parent: str | None) -> ExecContext:
+    def exec_context(self, iteration: int, cycle: int, parent: str | None, *, seed: int | None = None) -> ExecContext:
         return ExecContext(loop=self.loop, iteration=iteration, cycle=cycle, run_dir=self.run.path,
-                           trial_dir=self.run.trial_dir(self.loop, iteration), incumbent=parent)
+                           trial_dir=self.run.trial_dir(self.loop, iteration), incumbent=parent, seed=seed)
+
+    def trial_info(self, proposal: Proposal, key: str | None, seed: int | None) -> dict[str, Any]:
+        """What the record's ``info`` says about the trial itself: its configuration key and, for a
+        replicate, which measurement it repeats and on which training seed."""
+        info: dict[str, Any] = {"config_key": key} if key else {}
+        if proposal.is_replicate and key:
+            info["replicate_of"] = self._first[key].iteration if key in self._first else None
+            info["seed"] = seed
+        return info
 
     def _measured(self, result: ExecutionResult) -> dict[str, Any]:
         """A record's fields from an execution result, before the keep/discard decision: with a
@@ -429,22 +586,48 @@ class InnerLoopController:
         """Keep or discard measured ``fields`` against the incumbent now (decider, then mechanisms)."""
         if "status" in fields:
             return fields
-        keep = bool(self.decider.decide(fields["score"], self.best_score, ctx))
+        info = dict(fields.get("info", {}))
+        key = info.get("config_key")
+        incumbent_key = self.incumbent_record.info.get("config_key") if self.incumbent_record else None
+        if proposal.is_replicate and key and key == incumbent_key:
+            # the incumbent re-measured (a baseline replicate): nothing to decide, the estimate moves
+            scores = [*self._scores[key], fields["score"]]
+            groups = [v for k, v in self._scores.items() if k != key] + [scores]
+            info["decision"] = {"verdict": "replicate", "incumbent": scores, "noise": pooled_noise(groups)}
+            return {**fields, "info": info, "status": Status.DISCARD, "decided_by": "replicate"}
+        evidence = self._evidence(key, incumbent_key, fields["score"], cycle)
+        verdict, detail = ("keep", {"rule": "baseline"}) if proposal.is_baseline else self.decider.judge(evidence, ctx)
+        keep = verdict == "keep"
         decided_by = "decider"
         draft = TrialRecord(loop=self.loop, iteration=iteration, cycle=cycle, proposal=proposal,
                             status=Status.KEEP if keep else Status.DISCARD, best_before=self.best_score, **fields)
         if not proposal.is_baseline:
-            for attached, verdict in self._hook("decide", draft, ctx):
-                if verdict is not None:
-                    if verdict != keep:
+            for attached, answer in self._hook("decide", draft, ctx):
+                if answer is not None:
+                    if answer != keep:
                         self._effects[attached.name]["decide"] += 1  # it overrode the decider
-                    keep, decided_by = verdict, attached.name
+                        verdict = "keep" if answer else "discard"  # an override cancels a retest too
+                    keep, decided_by = answer, attached.name
                     break
         else:
             keep = True  # the baseline is the starting incumbent by definition
+        if not proposal.is_baseline:
+            info["decision"] = {**detail, "verdict": verdict, "candidate": list(evidence.candidate),
+                                "incumbent": list(evidence.incumbent)}
+        fields = {**fields, "info": info}
         fields["status"] = Status.KEEP if keep else Status.DISCARD
         fields["decided_by"] = decided_by
         return fields
+
+    def _evidence(self, key: str | None, incumbent_key: str | None, score: float, cycle: int) -> Evidence:
+        """Every measurement of the candidate's and the incumbent's configuration, with this trial's."""
+        candidate = (*self._scores.get(key or "", ()), score) if key else (score,)
+        incumbent = tuple(self._scores.get(incumbent_key or "", ())) or \
+            ((self.best_score,) if self.best_score is not None else ())
+        groups = [v for k, v in self._scores.items() if k != key] + ([list(candidate)] if key else [])
+        budget_left = self._budget is None or self._budget[0] != cycle or self._per_cycle[cycle] + 1 < self._budget[1]
+        return Evidence(candidate=candidate, incumbent=incumbent, noise=pooled_noise(groups),
+                        can_retest=self.executor.seeded and key is not None and budget_left, direction=self.direction)
 
     def _artifact_text(self, artifact: str | None) -> str | None:
         if not artifact:
@@ -455,7 +638,11 @@ class InnerLoopController:
         return path.read_text(encoding="utf-8", errors="replace")
 
     def _finish(self, record: TrialRecord) -> TrialRecord:
-        best_after = record.score if record.status is Status.KEEP else record.best_before
+        # the incumbent's estimate after this record: a keep's (or a re-measured incumbent's) mean over seeds
+        best_after = record.best_before
+        if record.score is not None and (record.status is Status.KEEP or record.decided_by == "replicate"):
+            key = record.info.get("config_key")
+            best_after = fmean([*self._scores.get(key, ()), record.score]) if key else record.score
         record = record.model_copy(update={"best_after": best_after})
         try:
             self.executor.settle(record)
@@ -484,6 +671,7 @@ class InnerLoopController:
                   on_record: Callable[[TrialRecord], None] | None = None) -> list[TrialRecord]:
         """Run until ``cycle`` holds ``iterations`` counted records (:meth:`completed`: a resumed cycle
         runs only what is missing), or until ``deadline`` (a ``time.monotonic()`` value) has passed."""
+        self._budget = (cycle, iterations)  # a near-tie is retested only while the cycle has room
         while self._per_cycle[cycle] < iterations:
             if deadline is not None and time.monotonic() >= deadline:
                 log.info("loop %s: wall-time limit reached in cycle %d", self.loop, cycle)
@@ -491,7 +679,7 @@ class InnerLoopController:
             try:
                 # K trials at a time with a batch runner (core.batch), else one
                 records = self.batch.step(cycle, iterations - self._per_cycle[cycle]) if self.batch else [self.step(cycle)]
-            except ProviderOutage:
+            except (ProviderOutage, TrialsFailing):
                 if on_record and self.history:  # the crash that triggered the stop is shown too
                     on_record(self.history[-1])
                 raise

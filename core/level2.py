@@ -29,7 +29,7 @@ from typing import Any
 from core.errors import MechanismError
 from core.inner_loop import InnerLoopController, hook_call_totals
 from core.loader import LoadContract, LoadedMechanism, MechanismLoader
-from core.plugins import Decider, Evaluator, ExecContext, Executor
+from core.plugins import Decider, Evaluator, Evidence, ExecContext, Executor, Verdict
 from core.records import (
     EvalInput,
     Evaluation,
@@ -71,10 +71,33 @@ class GainOverParent(Evaluator):
 
 
 class BeatsParent(Decider):
-    """Keep an outer candidate only when its cycle beat the parent's (score > 0)."""
+    """Keep an outer candidate only when its cycle beat the parent's by more than ``margin`` (score >
+    margin; 0 without one: any gain). The noise-aware schedule passes :func:`outer_margin` — the inner
+    loops' noise floor spread over a cycle — so a plug-in or a config patch is kept only on evidence
+    beyond the noise, the same rule as Level 1's."""
+
+    def __init__(self, *, margin: Callable[[], float] | None = None) -> None:
+        self.margin = margin
+
+    def threshold(self) -> float:
+        return max(1e-12, float(self.margin()) if self.margin is not None else 0.0)
 
     def decide(self, score: float, incumbent: float | None, ctx: ProposalContext | None) -> bool:
-        return score > 1e-12
+        return score > self.threshold()
+
+    def judge(self, evidence: Evidence, ctx: ProposalContext) -> tuple[Verdict, dict[str, Any]]:
+        score, threshold = evidence.candidate[-1], self.threshold()
+        reason = f"cycle gain over the parent {score:.6g} {'>' if score > threshold else '<='} margin {threshold:.6g}"
+        return ("keep" if score > threshold else "discard"), {"rule": "beats-parent", "margin": threshold,
+                                                              "reason": reason}
+
+
+def outer_margin(loops: Iterable[InnerLoopController], inner_budget: int) -> float:
+    """The noise an outer verdict must beat, in :func:`cycle_gain` units (per iteration): the largest
+    noise floor of the inner loops (the smallest single-seed gain their decider counts) over the
+    cycle's iterations. 0 for a deterministic target or strict improvement."""
+    floors = [ctl.noise_floor() for ctl in loops]
+    return max(floors, default=0.0) / max(1, inner_budget)
 
 
 class Installer(ABC):

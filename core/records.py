@@ -109,6 +109,7 @@ def canonical_json(value: Any) -> str:
 
 
 BASELINE = "baseline"  # Proposal.origin of a loop's starting point
+REPLICATE = "replicate"  # Proposal.origin of a re-measurement of a measured configuration on another seed
 
 
 class Proposal(Frozen):
@@ -129,6 +130,12 @@ class Proposal(Frozen):
     def is_baseline(self) -> bool:
         """The unchanged starting point of a loop (set only by the controller)."""
         return self.origin == BASELINE
+
+    @property
+    def is_replicate(self) -> bool:
+        """A re-measurement of an already measured configuration on another training seed (set only
+        by the controller; the record's ``info`` names ``replicate_of`` and ``seed``)."""
+        return self.origin == REPLICATE
 
     def key(self) -> str:
         return self.region or ",".join(sorted(self.changes))

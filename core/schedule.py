@@ -33,7 +33,15 @@ from core.batch import BatchRunner
 from core.domain import ConfigLevel, Domain, RunContext
 from core.errors import ConfigError, ProviderOutage, RunStopped, UserError
 from core.inner_loop import InnerLoopController
-from core.level2 import LOOP, BeatsParent, CycleTrialExecutor, GainOverParent, cycle_gain, reinstall_kept
+from core.level2 import (
+    LOOP,
+    BeatsParent,
+    CycleTrialExecutor,
+    GainOverParent,
+    cycle_gain,
+    outer_margin,
+    reinstall_kept,
+)
 from core.llm_client import Budget, UsageLedger, make_client
 from core.loader import MechanismLoader
 from core.mechanisms.tabu import TabuMechanism
@@ -88,6 +96,9 @@ class BilevelRun:
             self._deadline: float | None = None
             self.domain = self.domain_cls(RunContext(run=run, settings=settings, clients=self.clients))
             self.loops: dict[str, InnerLoopController] = self.domain.loops
+            if getattr(settings, "decision", "strict") == "noise-aware" and self.outer_decider is BilevelRun.outer_decider:
+                # both outer levels keep a candidate only when its cycle beats the parent's beyond the noise
+                self.outer_decider = BeatsParent(margin=lambda: outer_margin(self.loops.values(), settings.inner_budget))
             self.pool = make_pool(settings)
             if self.pool is not None:
                 for ctl in self.loops.values():
@@ -237,6 +248,9 @@ class BilevelRun:
         event: dict[str, Any] = {"type": VERDICT, "cycle": cycle - 1, "governed": cycle, "kept": keep,
                                  "score": score, "gain": gain, "parent_gain": parent,
                                  "decided_by": type(self.outer_decider).__name__}
+        threshold = getattr(self.outer_decider, "threshold", None)
+        if callable(threshold):  # the evidence: the margin beyond noise the gain had to beat
+            event["margin"] = threshold()
         if not keep:
             event["restored"] = self.config.dump(self.config_in_force(before_seq=patch["seq"]))
         self._event(self.rundir.journal.append(event))

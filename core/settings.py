@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from core.errors import ConfigError
+from core.plugins import Decider, Decision, make_decider
 
 Level = Literal["1", "1.5", "2"]
 LEVELS: tuple[Level, ...] = ("1", "1.5", "2")
@@ -63,6 +64,13 @@ class RunSettings(BaseModel):
     trial_threads: int | None = Field(default=None, ge=1)
     trial_cpus: float = Field(default=1.0, gt=0)  # Ray resources declared per trial
     trial_gpus: float = Field(default=0.0, ge=0)
+    # Keep/discard (README, "Keep/discard decisions"): noise-aware by default; ``noise_floor`` fixes
+    # the smallest single-seed gain that counts instead of measuring it; ``noise_replicates`` extra
+    # seeds of the baseline measure the noise (None: by the budget, see :meth:`baseline_replicates`).
+    decision: Decision = "noise-aware"
+    noise_floor: float | None = Field(default=None, ge=0)
+    noise_replicates: int | None = Field(default=None, ge=0, le=10)
+    max_failed_in_a_row: int = Field(default=5, ge=0)  # executed trials failing in a row before a clean stop (0 = never)
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -83,6 +91,26 @@ class RunSettings(BaseModel):
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             return {**data, "trial_threads": max(1, cores // k)}
         return data
+
+    @model_validator(mode="after")
+    def _floor_needs_noise_aware(self) -> RunSettings:
+        if self.noise_floor is not None and self.decision == "strict":
+            raise ValueError("a noise floor applies to --decision noise-aware only; drop --noise-floor or the strict rule")
+        return self
+
+    def baseline_replicates(self) -> int:
+        """Extra seeds of the baseline measured before the search (they count against cycle 0's
+        budget): ``noise_replicates``, else 2 with 24 or more search trials, 1 with 6 or more, none
+        below; never more than half of cycle 0."""
+        if self.decision == "strict" or self.noise_floor is not None:
+            return 0
+        total = self.inner_budget * self.outer_cycles
+        wanted = self.noise_replicates if self.noise_replicates is not None else (2 if total >= 24 else 1 if total >= 6 else 0)
+        return max(0, min(wanted, self.inner_budget // 2))
+
+    def make_decider(self) -> Decider:
+        """The Level-1 decider these settings name."""
+        return make_decider(self.decision, noise_floor=self.noise_floor, baseline_replicates=self.baseline_replicates())
 
     def client_ids(self) -> dict[str, tuple[str, str | None]]:
         """(provider, model) per client level. Levels 1.5 and 2 share the outer provider, which

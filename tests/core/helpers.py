@@ -80,8 +80,18 @@ class QuadraticProposer(Proposer):
             self.trace.add("proposer.propose")
         scale = ctx.guidance.constraints.step_scale or 1.0
         sign = 1.0 if random.Random(ctx.seed).random() < 0.35 else -1.0
-        x = round(incumbent_x(ctx, self.x0) + sign * self.step * scale, 6)
-        return Proposal(changes={"x": x}, hypothesis=f"move x to {x}", region=f"x:{'up' if sign > 0 else 'down'}")
+        # never an x already measured (the controller would refuse it): the drawn direction first,
+        # then the other, then twice as far, ...
+        measured = {self.x0} | {float(r.proposal.changes["x"]) for r in ctx.history
+                                if r.proposal is not None and "x" in r.proposal.changes}
+        start = incumbent_x(ctx, self.x0)
+        for k in range(1, 100):
+            for s in (sign, -sign):
+                x = round(start + s * k * self.step * scale, 6)
+                if x not in measured:
+                    return Proposal(changes={"x": x}, hypothesis=f"move x to {x}",
+                                    region=f"x:{'up' if s > 0 else 'down'}")
+        raise RuntimeError("no unmeasured x within 100 steps")
 
     @property
     def iterations(self) -> list[int]:

@@ -35,8 +35,9 @@ def test_a_placebo_is_called_every_iteration_and_has_no_effect(tmp_path: Path):
 @pytest.mark.parametrize(("hooks", "hook"), [
     ({"guidance": lambda ctx: Guidance(text="try larger x")}, "guidance"),
     ({"guidance": lambda ctx: Guidance(constraints=Constraints(avoid_params=("y",)))}, "guidance"),
-    ({"propose": lambda ctx: Proposal(changes={"x": 2.5}, region="x:mech")}, "propose"),
-    ({"filter": lambda p, ctx: FilterVerdict.rewrite(Proposal(changes={"x": 2.9}, region="r"))}, "filter"),
+    ({"propose": lambda ctx: Proposal(changes={"x": 2.5 - ctx.iteration / 10}, region="x:mech")}, "propose"),
+    ({"filter": lambda p, ctx: FilterVerdict.rewrite(Proposal(changes={"x": 2.9 - ctx.iteration / 10}, region="r"))},
+     "filter"),
     ({"decide": lambda r, ctx: not r.kept}, "decide"),
 ])
 def test_a_hook_that_changes_something_counts_an_effect_each_time(tmp_path: Path, hooks, hook):

@@ -96,8 +96,8 @@ def test_ensure_baseline_refuses_history_without_one(tmp_path: Path) -> None:
 
 # -- keep / discard ---------------------------------------------------------------------------------
 def test_strict_improvement_keeps_only_strictly_better_scores(tmp_path: Path) -> None:
-    # losses: baseline 9, then 4 (better), 4 (equal), 6.25 (worse), 1 (better)
-    ctl = make_controller(tmp_path / "run", proposer=ScriptedProposer(xs(2.0, 2.0, 2.5, 1.0)))
+    # losses: baseline 9, then 4 (better), 4 (equal, another x), 6.25 (worse), 1 (better)
+    ctl = make_controller(tmp_path / "run", proposer=ScriptedProposer(xs(2.0, -2.0, 2.5, 1.0)))
     ctl.ensure_baseline()
     records = ctl.run_cycle(0, 4)
 
@@ -583,7 +583,7 @@ def test_context_seed_depends_on_controller_seed_and_iteration(tmp_path: Path) -
 
         def propose(self, ctx: ProposalContext) -> Proposal:
             self.seeds.append(ctx.seed)
-            return Proposal(changes={"x": 1.0})
+            return Proposal(changes={"x": 1.0 / ctx.iteration})
 
     spy = Spy()
     with RunDir.create(tmp_path / "a", fsync=False) as run:
