@@ -7,15 +7,19 @@ controller hands it over as a typed model; the context carries its JSON form); `
 what the outer analyzer returns. ``apply_patch`` enforces the bounds (at most ``max_freeze_per_cycle`` parameters
 frozen per cycle, at least ``min_active`` left active, only known parameters) and raises
 :class:`~core.errors.ConfigError` with a one-line reason otherwise; the caller journals the result.
+Before it, :func:`guard_patch` drops any freeze of a parameter with a direction not measured yet
+(:func:`untried_directions`) and turns it into guidance for the proposer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import ConfigError
+from core.records import Status, TrialRecord
 
 Strategy = Literal["explore", "exploit", "focused"]
 GUIDANCE_MAX_CHARS = 600
@@ -80,6 +84,42 @@ def apply_patch(config: SearchConfig, patch: ConfigPatch) -> SearchConfig:
         return SearchConfig.model_validate({**config.model_dump(), **updates})
     except ValidationError as exc:
         raise ConfigError(f"patch gives an invalid configuration: {_first_error(exc)}") from exc
+
+
+def untried_directions(records: Iterable[TrialRecord], params: Iterable[str]) -> dict[str, list[str]]:
+    """Per parameter, the directions of change never measured yet (read from the records' regions,
+    ``NAME:up`` / ``NAME:down`` / ``NAME:set``; a region without directions counts as ``set``). A
+    numeric parameter has two, up and down; one changed by setting (a bool, a pattern) is done once
+    tried. Only measured trials count (kept, discarded or failed: a failure is evidence too); a
+    parameter whose every direction was measured is absent from the result."""
+    tried: dict[str, set[str]] = {}
+    for r in records:
+        if r.proposal is None or r.proposal.is_baseline or r.status is Status.REJECTED:
+            continue
+        parts = dict(p.split(":", 1) for p in r.proposal.region.split("+") if ":" in p)
+        for name in r.proposal.changes:
+            tried.setdefault(name, set()).add(parts.get(name, "set"))
+    out = {}
+    for name in params:
+        seen = tried.get(name, set())
+        missing = [] if "set" in seen else [d for d in ("up", "down") if d not in seen]
+        if missing:
+            out[name] = missing
+    return out
+
+
+def guard_patch(patch: ConfigPatch, untried: Mapping[str, Sequence[str]]) -> tuple[ConfigPatch, list[str]]:
+    """Level 1.5 never freezes a parameter with a direction not measured yet (it may be the one that
+    helps). Returns ``patch`` without those freezes, its guidance naming the untried directions as
+    ``NAME:direction`` (the proposer reads them), and one note per dropped freeze for the journal."""
+    dropped = [p for p in patch.freeze if untried.get(p)]
+    if not dropped:
+        return patch, []
+    notes = [f"{p} not frozen: never tried {' or '.join(untried[p])}" for p in dropped]
+    hint = "Not tried yet: " + ", ".join(f"{p}:{d}" for p in dropped for d in untried[p]) + "."
+    guidance = " ".join(t for t in (hint, patch.guidance or "") if t)[:GUIDANCE_MAX_CHARS]
+    kept = [p for p in patch.freeze if p not in dropped]
+    return patch.model_copy(update={"freeze": kept, "guidance": guidance}), notes
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -122,6 +123,25 @@ def offline_seed(seed: int, purpose: str, context: Mapping[str, Any]) -> int:
         body = canonical_json(dict(context))
     digest = hashlib.sha256(f"{seed}\x00{purpose}\x00{body}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
+
+
+def read_guidance(text: str, names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """For handlers that read guidance (Level 1.5's and the mechanisms' text): the ``names`` it
+    mentions, in order, and the directions it gives as ``NAME:up`` / ``NAME:down``. A line that says
+    to avoid something (avoid, do not, don't) is not read as a wish."""
+    named: list[str] = []
+    directions: dict[str, str] = {}
+    for line in text.splitlines():
+        low = line.lower()
+        if "avoid" in low or "do not" in low or "don't" in low:
+            continue
+        for token in re.findall(r"[A-Z][A-Z0-9_]*(?::(?:up|down))?", line):
+            name, _, way = token.partition(":")
+            if name in names:
+                named.append(name)
+                if way:
+                    directions.setdefault(name, way)
+    return list(dict.fromkeys(named)), directions
 
 
 class OfflineBackend:

@@ -13,8 +13,9 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from core.cli import DomainCli, Opt, console, make_app
+from core.cli import DECISION_OPTIONS, DomainCli, Opt, console, make_app
 from core.errors import UserError
+from core.plugins import outcome
 from core.records import Status, TrialRecord
 
 _STYLE = {Status.KEEP: "green", Status.DISCARD: "white", Status.REJECTED: "yellow"}
@@ -56,7 +57,7 @@ def record_line(loop: str, record: TrialRecord) -> str:
     score = f"{record.score:.6g}" if record.score is not None else "-"
     note = f" [dim]({escape(record.error[:70])})[/dim]" if record.error and record.status is not Status.KEEP else ""
     return (f"[bold]#{record.iteration:>3}[/bold] c{record.cycle} {escape(change):<36} {score:>12} "
-            f"[{style}]{record.status.value:<8}[/{style}] best {record.best_after}{note}")
+            f"[{style}]{outcome(record):<8}[/{style}] best {record.best_after}{note}")
 
 
 def event_line(event: dict[str, Any]) -> str | None:
@@ -110,6 +111,7 @@ SPEC = DomainCli(
     help="Tune the constants of any script that prints a metric, with a bilevel autoresearch loop.",
     session=_session, make_settings=_make_settings, inner_budget=3, outer_cycles=3,
     write_report=_write_report, show_summary=show_summary, record_line=record_line, event_line=event_line,
+    run_options=DECISION_OPTIONS,
     to_settings=_to_settings, once_settings={"inner_budget": 0},
     global_options=[
         Opt("target_dir", Path | None, None, "The directory holding the script (copied into the run)."),

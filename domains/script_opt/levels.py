@@ -17,7 +17,7 @@ from core.inner_loop import InnerLoopController
 from core.mechanisms import TEMPLATES, render_template, template_source
 from core.plugins import Proposer
 from core.records import Proposal, ProposalContext, Status, TrialRecord
-from core.search import ConfigPatch, SearchConfig, apply_patch
+from core.search import ConfigPatch, SearchConfig, apply_patch, guard_patch, untried_directions
 from core.state import Journal
 from domains.script_opt.runner import load_prompt
 
@@ -64,24 +64,28 @@ class ScriptConfigLevel(ConfigLevel):
 
     def patch(self, cycle: int, config: SearchConfig) -> None:
         records = self.inner.records(cycle)
+        untried = untried_directions(self.inner.history, config.active_params)
         context = {"config": config.model_dump(mode="json"), "stats": per_constant(self.inner.records()),
+                   "untried": untried,
                    "cycle_stats": per_constant(records), "cycle": cycle,
                    "history": [{"changes": dict(r.proposal.changes), "status": r.status.value, "score": r.score}
                                for r in records if r.proposal is not None]}
         prompt = load_prompt("analyze").substitute(
             config=json.dumps(context["config"], indent=1), stats=json.dumps(context["stats"], indent=1),
             history="\n".join(f"- {h['changes']} → {h['score']} [{h['status']}]" for h in context["history"]) or "(none)",
-            max_freeze=config.max_freeze_per_cycle, min_active=config.min_active)
+            max_freeze=config.max_freeze_per_cycle, min_active=config.min_active,
+            untried="\n".join(f"- {p}: {', '.join(d)}" for p, d in untried.items()) or "(none: every direction was tried)")
         try:
             patch = self.client.structured(purpose=PURPOSE_ANALYZE, schema=ConfigPatch,
                                            messages=[{"role": "user", "content": prompt}], context=context)
+            patch, notes = guard_patch(patch, untried)  # never freeze a constant with an untried direction
             new = apply_patch(config, patch)
         except (ConfigError, ProviderError) as exc:  # an unusable answer, or none after the retries
             log.warning("Level 1.5 patch rejected after cycle %d: %s", cycle, exc)
             self.journal.append({"type": self.rejected, "cycle": cycle, "error": str(exc)})
             return
         self.journal.append({"type": self.applied, "cycle": cycle, "patch": patch.model_dump(mode="json"),
-                             "config": new.model_dump(mode="json")})
+                             "config": new.model_dump(mode="json"), **({"not_frozen": notes} if notes else {})})
 
 
 class DesignReply(BaseModel):

@@ -1,10 +1,14 @@
 """Offline stand-in handlers for script_opt: simple, documented rules — **not an LLM**.
 
-* propose: one active constant not tried without a keep in its last few tries, moved up or down by a
-  factor that grows with the step scale (ints by at least 1, bools flipped); the direction follows
-  the last kept move of that constant, else a coin;
-* analyze: freeze constants tried at least twice this cycle without a keep; exploit (smaller steps)
-  after a cycle with keeps, explore (larger steps) after one without;
+* propose: one active constant not tried without a keep in its last few tries — preferring those the
+  guidance names (Level 1.5's and the mechanisms' text, ``NAME:up``/``NAME:down`` setting the
+  direction) and the preferred ones — moved up or down by a factor that grows with the step scale
+  (ints by at least 1, bools flipped); the direction follows the guidance, else the last kept move of
+  that constant, else a coin; never a configuration already measured (``measured``, or a
+  ``duplicate:`` refusal in the feedback);
+* analyze: freeze constants tried at least twice this cycle without a keep, never one with a
+  direction not tried yet (``untried``); exploit (smaller steps) after a cycle with keeps, explore
+  (larger steps) after one without, naming the untried directions in the guidance;
 * design: the library template addressing the largest diagnosed weakness, among those not tried yet.
 
 Every draw comes from the request's seeded ``rng``, so the same seed gives the same run.
@@ -14,8 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.llm.offline import read_guidance
 from core.llm_client import register_offline_handler
 from core.mechanisms import TEMPLATES
+from core.records import canonical_json
 from domains.script_opt.levels import PURPOSE_ANALYZE, PURPOSE_DESIGN
 from domains.script_opt.runner import PURPOSE_PROPOSE
 
@@ -40,12 +46,27 @@ def propose(request: Any) -> dict[str, Any]:
     recent_bad = {n for h in history[-4:] if h["status"] != "keep" for n in h["changes"]}
     avoid = {region.split(":")[0] for region in ctx.get("avoid_regions", [])}
     names = sorted(constants)
+    guided, directions = read_guidance(str(ctx.get("guidance") or ""), names)
+    wished = [n for n in dict.fromkeys([*ctx.get("prefer", ()), *guided]) if n in constants]
     fresh = [n for n in names if n not in recent_bad and n not in avoid] or names
-    name = rng.choice(fresh)
-    kept = [h["changes"][name] for h in history if h["status"] == "keep" and name in h["changes"]]
-    value = constants[name]["value"]
-    up = (kept[-1] > value) if kept and not isinstance(value, bool) and kept[-1] != value else rng.random() < 0.5
-    new = _move(value, constants[name]["kind"], up, float(ctx.get("step_scale", 1.0)), rng)
+    measured = {canonical_json(m) for m in ctx.get("measured", ())}
+    refused = [line for line in ctx.get("feedback", ()) if line.startswith(("duplicate:", "infeasible:"))]
+    scale = float(ctx.get("step_scale", 1.0))
+    for attempt in range(12):
+        pool = [n for n in wished if n not in avoid] if wished and rng.random() < 0.7 else fresh
+        name = rng.choice(pool or fresh)
+        kept = [h["changes"][name] for h in history if h["status"] == "keep" and name in h["changes"]]
+        value = constants[name]["value"]
+        if name in directions and not isinstance(value, bool):
+            up = directions[name] == "up"
+        elif kept and not isinstance(value, bool) and kept[-1] != value:
+            up = kept[-1] > value
+        else:
+            up = rng.random() < 0.5
+        new = _move(value, constants[name]["kind"], up, scale * (1 + attempt // 4), rng)
+        key = canonical_json({name: new})
+        if key not in measured and not any(key in line for line in refused):
+            break  # not measured yet (after 12 tries the controller refuses it and asks again)
     return {"changes": {name: new},
             "hypothesis": f"[offline stand-in] move {name} {'up' if up else 'down'} from {value!r}"}
 
@@ -55,14 +76,17 @@ def analyze(request: Any) -> dict[str, Any]:
     config, cycle_stats = ctx["config"], ctx["cycle_stats"]
     keeps = sum(s["keeps"] for s in cycle_stats.values())
     room = len(config["active_params"]) - config["min_active"]
+    untried = ctx.get("untried", {})
     failing = sorted(n for n, s in cycle_stats.items() if s["tries"] >= 2 and s["keeps"] == 0
-                     and n in config["active_params"])
+                     and n in config["active_params"] and not untried.get(n))
     freeze = failing[: max(0, min(config["max_freeze_per_cycle"], room))]
     unfreeze = list(config["frozen_params"][:1]) if not freeze and not keeps else []
     strategy = "exploit" if keeps else "explore"
+    halves = [f"{n}:{d[0]}" for n, d in untried.items() if len(d) == 1]  # one direction tried, the other not
     return {"freeze": freeze, "unfreeze": unfreeze, "strategy": strategy,
             "step_scale": 0.5 if keeps else 1.5, "max_changes": 1,
-            "guidance": f"{'Refine around the incumbent' if keeps else 'Try constants not tried yet'}.",
+            "guidance": "Refine around the incumbent." if keeps else " ".join(
+                ["Try constants not tried yet."] + ([f"Not tried yet: {', '.join(halves[:4])}."] if halves else [])),
             "reason": f"[offline stand-in] {keeps} keep(s) last cycle; freeze {freeze or 'none'}"}
 
 

@@ -55,6 +55,22 @@ class ConstantProposer(Proposer):
         self.direction = direction
         self.command = command
 
+    def measured(self, ctx: ProposalContext, current: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each configuration already measured, as its changes from the incumbent (never re-proposed)."""
+        out: list[dict[str, Any]] = []
+        for record in ctx.history:
+            path = self.run_dir / record.artifact if record.artifact else None
+            if path is None or not path.is_file():
+                continue
+            try:
+                values = editable.values(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, SyntaxError):
+                continue
+            diff = {k: v for k, v in values.items() if k in current and v != current[k]}
+            if diff and diff not in out:
+                out.append(diff)
+        return out
+
     def propose(self, ctx: ProposalContext) -> Proposal:
         parent = self.run_dir / ctx.incumbent if ctx.incumbent else self.original
         current = editable.values(parent.read_text(encoding="utf-8"))
@@ -70,8 +86,10 @@ class ConstantProposer(Proposer):
                                      "comment": self.constants[n].comment} for n in active},
                    "history": history, "direction": self.direction, "metric": self.metric, "step_scale": step,
                    "max_changes": max_changes, "strategy": search.get("strategy", "explore"),
-                   "avoid_regions": list(ctx.guidance.constraints.avoid_regions), "feedback": list(ctx.feedback)}
+                   "avoid_regions": list(ctx.guidance.constraints.avoid_regions), "feedback": list(ctx.feedback),
+                   "prefer": list(ctx.guidance.constraints.prefer_params), "measured": self.measured(ctx, current)}
         guidance = "\n".join(t for t in (search.get("guidance", ""), ctx.guidance.text) if t)
+        context["guidance"] = guidance  # Level 1.5's and the mechanisms': the offline researcher reads it too
         prompt = load_prompt("propose").substitute(
             metric=self.metric, better="lower" if self.direction == "minimize" else "higher", command=self.command,
             constants="\n".join(f"- {self.constants[n].describe()}, now {current[n]!r}" for n in active),
@@ -104,7 +122,10 @@ def read_metric(output: str, metric: str, pattern: str | None) -> float | None:
 
 
 class ScriptExecutor(Executor):
-    """Writes the candidate script (incumbent + changes) into the working copy and runs the command."""
+    """Writes the candidate script (incumbent + changes) into the working copy and runs the command.
+    A trial's training seed (a replicate's :attr:`ExecContext.seed`) reaches it as ``BILEVEL_SEED``."""
+
+    seeded = True
 
     def __init__(self, *, workdir: Path, original: Path, file: str, command: str, metric: str,
                  pattern: str | None, timeout_s: float, env: dict[str, str]) -> None:
@@ -117,9 +138,15 @@ class ScriptExecutor(Executor):
         self.timeout_s = timeout_s
         self.env = env
 
+    def config_key(self, proposal: Proposal, incumbent: str | None, run_dir: Path) -> Any:
+        parent = run_dir / incumbent if incumbent else self.original
+        return {"constants": editable.values(editable.apply_changes(parent.read_text(encoding="utf-8"),
+                                                                    dict(proposal.changes)))}
+
     def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
         parent = ctx.run_dir / ctx.incumbent if ctx.incumbent else self.original
         parent_src = parent.read_text(encoding="utf-8")
+        env = self.env if ctx.seed is None else {**self.env, "BILEVEL_SEED": str(ctx.seed)}
         try:
             candidate = editable.apply_changes(parent_src, dict(proposal.changes))
         except ValueError as exc:
@@ -131,7 +158,7 @@ class ScriptExecutor(Executor):
         atomic_write_text(workdir / self.file, candidate)
         log_path = ctx.trial_dir / "run.log"
         code, timed_out, seconds = run_command(self.command, cwd=workdir, log_path=log_path,
-                                               timeout_s=self.timeout_s, env=self.env)
+                                               timeout_s=self.timeout_s, env=env)
         rel, tail = str(artifact.relative_to(ctx.run_dir)), read_tail(log_path)
         if timed_out:
             return ExecutionResult(status="timeout", artifact=rel, log_tail=tail, duration_s=seconds,

@@ -113,7 +113,8 @@ class ScriptDomain(Domain):
                                     command=settings.cmd, metric=settings.metric, pattern=settings.metric_regex,
                                     timeout_s=settings.trial_timeout_s, env={"BILEVEL_SEED": str(settings.seed)}),
             evaluator=MetricEvaluator(metric=settings.metric), hook_timeout_s=settings.hook_timeout_s,
-            max_provider_failures=settings.max_provider_failures,
+            max_provider_failures=settings.max_provider_failures, decider=settings.make_decider(),
+            max_failed_in_a_row=settings.max_failed_in_a_row,
         )
         self.initial = initial_config(list(self.constants), min_active=min(2, len(self.constants)))
         self.inner.search = self.initial

@@ -13,7 +13,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from core.cli import DomainCli, Opt, console, make_app
+from core.cli import DECISION_OPTIONS, DomainCli, Opt, console, make_app
+from core.plugins import outcome
 from core.records import Status, TrialRecord
 
 _STYLE = {Status.KEEP: "green", Status.DISCARD: "white", Status.CRASH: "red", Status.FAIL: "red",
@@ -52,7 +53,7 @@ def record_line(loop: str, record: TrialRecord) -> str:
     mech = f" [dim]hooks: {escape(', '.join(record.hook_calls))}[/dim]" if record.hook_calls else ""
     note = f" [dim]({escape(record.error[:70])})[/dim]" if record.error and record.status is not Status.KEEP else ""
     return (f"[bold]#{record.iteration:>3}[/bold] c{record.cycle} {escape(change):<44} val_bpb {score} "
-            f"[{style}]{record.status.value:<8}[/{style}] best {best}{mech}{note}")
+            f"[{style}]{outcome(record):<8}[/{style}] best {best}{mech}{note}")
 
 
 def event_line(event: dict[str, Any]) -> str | None:
@@ -136,8 +137,7 @@ SPEC = DomainCli(
         Opt("data", Path | None, None, "A UTF-8 text file or folder to train on (bundled harness only)."),
         Opt("threads", int | None, None, "CPU threads per trial (default: all cores)."),
     ],
-    run_options=[Opt("noise_floor", float | None, None, "Keep only gains larger than this (val_bpb)."),
-                 *MECHANISM_OPTIONS],
+    run_options=[*DECISION_OPTIONS, *MECHANISM_OPTIONS],
     once_settings={"inner_budget": 0},
 )
 app = make_app(SPEC)

@@ -20,7 +20,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from core.plugins import ExecContext, Executor
 from core.pool import slot_workdir
@@ -37,6 +37,7 @@ from core.process import (  # noqa: F401 - re-exported: the executor's helpers l
     scrubbed_env,
 )
 from core.records import ExecutionResult, Proposal
+from core.space import MultipleOf
 from core.state import atomic_write_text
 from domains.train_opt import target as tgt
 from domains.train_opt.mechanisms.early_stop import CurveRule, StoppedEarly, for_incumbent
@@ -54,7 +55,15 @@ class TrainExecutor(Executor):
     ``import prepare`` resolves exactly as in the user's clone (with ``--parallel K`` each slot of
     the pool has its own copy, :func:`core.pool.slot_workdir`). Each trial keeps its ``train.py``,
     its diff against the parent and its log under the trial directory.
+
+    ``seeded``: a trial's training seed (:attr:`ExecContext.seed`, a replicate's) reaches ``train.py``
+    as ``BILEVEL_SEED``. :meth:`config_key` is the full set of constants a candidate gives;
+    :meth:`infeasible` checks the batch constraint (``TOTAL_BATCH_SIZE`` a multiple of
+    ``DEVICE_BATCH_SIZE × MAX_SEQ_LEN``, the latter read from the target's ``prepare.py``) before a
+    trial is spent on a configuration that can never run.
     """
+
+    seeded = True
 
     def __init__(self, *, workdir: Path, original: Path, command: list[str] | None = None, timeout_s: float,
                  env: dict[str, str] | None = None, metric: str = "val_bpb",
@@ -69,9 +78,27 @@ class TrainExecutor(Executor):
         self.progress = ProgressLine() if progress == "auto" else progress
         self.early_stop = early_stop  # None: every trial runs to its end
 
+    def candidate_values(self, proposal: Proposal, incumbent: str | None, run_dir: Path) -> dict[str, Any]:
+        parent = (run_dir / incumbent) if incumbent else self.original
+        return tgt.values(tgt.apply_changes(parent.read_text(encoding="utf-8"), dict(proposal.changes)))
+
+    def config_key(self, proposal: Proposal, incumbent: str | None, run_dir: Path) -> Any:
+        return {"constants": self.candidate_values(proposal, incumbent, run_dir)}
+
+    def infeasible(self, proposal: Proposal, incumbent: str | None, run_dir: Path) -> str | None:
+        if not {"TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE"} & set(proposal.changes):
+            return None
+        prepare = self.workdir / "prepare.py"
+        seq = tgt.values(prepare.read_text(encoding="utf-8")).get("MAX_SEQ_LEN") if prepare.is_file() else None
+        config = self.candidate_values(proposal, incumbent, run_dir)
+        if not isinstance(seq, int) or not all(isinstance(config.get(n), int) for n in ("TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE")):
+            return None
+        return MultipleOf("TOTAL_BATCH_SIZE", ("DEVICE_BATCH_SIZE", "MAX_SEQ_LEN")).reason({**config, "MAX_SEQ_LEN": seq})
+
     def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
         parent = (ctx.run_dir / ctx.incumbent) if ctx.incumbent else self.original
         parent_src = parent.read_text(encoding="utf-8")
+        env = self.env if ctx.seed is None else {**self.env, "BILEVEL_SEED": str(ctx.seed)}
         try:
             candidate = tgt.apply_changes(parent_src, dict(proposal.changes))
         except ValueError as exc:
@@ -97,7 +124,7 @@ class TrainExecutor(Executor):
                         raise StoppedEarly(reason)  # run_command kills the trial's process group
             started = time.monotonic()
             code, timed_out, seconds = run_command(self.command, cwd=workdir, log_path=log_path,
-                                                   timeout_s=self.timeout_s, env=self.env, on_tail=on_tail)
+                                                   timeout_s=self.timeout_s, env=env, on_tail=on_tail)
         except StoppedEarly as stop:
             return ExecutionResult(status="fail", artifact=str(artifact.relative_to(ctx.run_dir)),
                                    log_tail=read_tail(log_path), duration_s=time.monotonic() - started,

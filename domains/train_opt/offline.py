@@ -4,9 +4,14 @@ It answers the three request purposes of this domain from the structured context
 carries — no text is "understood":
 
 * ``train_opt.propose``  a hyperparameter change: picks a parameter by the search strategy, the
-  mechanisms' constraints (avoid/prefer params, avoid regions, step scale) and the record of what
-  was kept, and moves it a seeded random step inside its range. Frozen parameters are never touched.
-* ``train_opt.analyze``  a Level-1.5 config patch from trace statistics, by fixed rules.
+  mechanisms' constraints (avoid/prefer params, avoid regions, step scale), the guidance text (a
+  parameter it names is preferred, and a ``NAME:up`` / ``NAME:down`` token sets its direction; lines
+  that say avoid / do not are skipped) and the record of what was kept, and moves it a seeded random
+  step inside its range. Frozen parameters are never touched; a configuration already measured (the
+  request's ``measured`` list, or a ``duplicate:`` refusal in the feedback) is never proposed.
+* ``train_opt.analyze``  a Level-1.5 config patch from trace statistics, by fixed rules; it never
+  freezes a parameter with a direction not tried yet (the request's ``untried``) and names those
+  directions in its guidance when it explores.
 * ``train_opt.design_mechanism``  a Level-2 design: the library template that addresses the
   diagnosed bottleneck, parameterised from the trace, skipping designs the feedback rejected.
 
@@ -20,7 +25,9 @@ import math
 import random
 from typing import Any
 
+from core.llm.offline import read_guidance
 from core.llm_client import register_offline_handler
+from core.records import canonical_json
 
 PURPOSE_PROPOSE = "train_opt.propose"
 PURPOSE_ANALYZE = "train_opt.analyze"
@@ -85,8 +92,11 @@ def propose(request: Any) -> dict[str, Any]:
     scale = float(cons.get("step_scale") or ctx.get("step_scale", 1.0))
     active = [p for p in ctx["active_params"] if p in params and p not in avoid_params] or list(ctx["active_params"])
     stats: dict[str, dict[str, Any]] = ctx.get("param_stats", {})
-    prefer = [p for p in cons.get("prefer_params", ()) if p in active]
+    guided, guided_dirs = read_guidance(str(ctx.get("guidance_text") or ""), active)
+    prefer = list(dict.fromkeys([p for p in cons.get("prefer_params", ()) if p in active] + guided))
     strategy = ctx.get("strategy", "explore")
+    measured = {canonical_json(m) for m in ctx.get("measured", ())}
+    refused = [line for line in feedback if line.startswith(("duplicate:", "infeasible:"))]
 
     def pick() -> str:
         if prefer and rng.random() < 0.7:
@@ -106,7 +116,7 @@ def propose(request: Any) -> dict[str, Any]:
         changes: dict[str, Any] = {}
         for name in names:
             spec, value = params[name], params[name]["value"]
-            last = stats.get(name, {}).get("kept_direction")
+            last = guided_dirs.get(name) or stats.get(name, {}).get("kept_direction")
             up = (last == "up") if last in ("up", "down") and rng.random() < 0.7 else rng.random() < 0.5
             new = _step(spec, value, up, scale, rng)
             if new != value:
@@ -116,6 +126,9 @@ def propose(request: Any) -> dict[str, Any]:
         region = "+".join(f"{n}:{_direction(n, v, params[n]['value'])}" for n, v in sorted(changes.items()))
         if region in avoid_regions or any(region in line for line in feedback):
             continue
+        key = canonical_json(changes)
+        if key in measured or any(key in line for line in refused):
+            continue  # already measured: the controller would refuse it
         words = ", ".join(f"{n} {params[n]['value']!r} → {v!r}" for n, v in changes.items())
         return {"changes": changes, "hypothesis": f"[offline stand-in] {strategy}: try {words}"}
     name = rng.choice(active)
@@ -130,8 +143,10 @@ def analyze(request: Any) -> dict[str, Any]:
     active = list(config["active_params"])
     patch: dict[str, Any] = {"freeze": [], "unfreeze": [], "reason": ""}
     reasons = []
-    dead = sorted((p for p in active if per_param.get(p, {}).get("tries", 0) >= 2 and per_param[p].get("keeps", 0) == 0),
-                  key=lambda p: -per_param[p]["tries"])
+    untried: dict[str, list[str]] = ctx.get("untried", {})
+    # never freeze a parameter with a direction not tried yet: it may be the one that helps
+    dead = sorted((p for p in active if per_param.get(p, {}).get("tries", 0) >= 2 and per_param[p].get("keeps", 0) == 0
+                   and not untried.get(p)), key=lambda p: -per_param[p]["tries"])
     room = max(0, len(active) - config.get("min_active", 3))
     patch["freeze"] = dead[: min(config.get("max_freeze_per_cycle", 2), room)]
     if patch["freeze"]:
@@ -150,8 +165,11 @@ def analyze(request: Any) -> dict[str, Any]:
         reasons.append("recent keeps: exploit")
     else:
         patch["strategy"] = "explore"
-        untried = [p for p in active if per_param.get(p, {}).get("tries", 0) == 0]
-        patch["guidance"] = f"Try parameters not yet explored: {', '.join(untried[:4])}." if untried else ""
+        fresh = [p for p in active if per_param.get(p, {}).get("tries", 0) == 0]
+        halves = [f"{p}:{d[0]}" for p, d in untried.items() if p in active and p not in fresh and len(d) == 1]
+        parts = [f"Try parameters not yet explored: {', '.join(fresh[:4])}." if fresh else "",
+                 f"Not tried yet: {', '.join(halves[:4])}." if halves else ""]
+        patch["guidance"] = " ".join(p for p in parts if p)
         reasons.append("no recent keeps: explore")
     if stats.get("repeats", 0) >= 2:
         reasons.append(f"{stats['repeats']} repeated regions")

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.plugins import Proposer
+from core.plugins import Proposer, pooled_noise
 from core.records import Proposal, ProposalContext, Status, TrialRecord
 from domains.train_opt import target as tgt
 from domains.train_opt.offline import PURPOSE_PROPOSE
@@ -26,6 +26,7 @@ from domains.train_opt.trace import param_stats, search_records
 
 PROMPTS = Path(__file__).parent / "prompts"
 HISTORY_LINES = 12
+MEASURED_MAX_CHANGES = 4  # a measured configuration further from the incumbent cannot be re-proposed in one step
 REASON_CHARS = 160
 STRATEGY_MEANING = {
     "explore": "try parameters and directions not tried yet; larger moves are fine",
@@ -74,6 +75,16 @@ def history_lines(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> list[
     return lines
 
 
+def measured_noise(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> float | None:
+    """The noise across training seeds the run has measured (replicates), as the controller pools it."""
+    groups: dict[str, list[float]] = {}
+    for r in history:
+        key = r.info.get("config_key")
+        if key and r.finished_ok and r.score is not None:
+            groups.setdefault(key, []).append(r.score)
+    return pooled_noise(list(groups.values()))
+
+
 def run_facts(ctx: ProposalContext, settings: dict[str, Any]) -> str:
     """Budget, hardware and noise as far as the run knows them."""
     lines = []
@@ -93,8 +104,12 @@ def run_facts(ctx: ProposalContext, settings: dict[str, Any]) -> str:
             facts = f"val_bpb {baseline.score:.6f}" + (f", {facts}" if facts else "")
         lines.append(f"- baseline trial: {facts or 'no summary'}" + (f" ({device})" if device else ""))
     noise = settings.get("noise_floor")
+    measured = measured_noise(ctx.history)
     if noise:
         lines.append(f"- noise floor: a gain must exceed {noise:g} val_bpb to be kept; smaller differences are noise")
+    elif measured is not None and settings.get("decision", "noise-aware") == "noise-aware":
+        lines.append(f"- noise: val_bpb varies by {measured:.2g} (std) across training seeds of the same train.py; "
+                     f"a one-seed gain below about {2 * 2 ** 0.5 * measured:.2g} is noise (near-ties are re-measured)")
     else:
         lines.append("- noise floor: not measured; each trial is one seed, so a gain of a few 0.001 may be noise")
     return "\n".join(lines)
@@ -119,6 +134,23 @@ class LLMProposer(Proposer):
     def incumbent_values(self, ctx: ProposalContext) -> dict[str, Any]:
         path = self.run_dir / ctx.incumbent if ctx.incumbent else self.original
         return tgt.values(path.read_text(encoding="utf-8"))
+
+    def measured_changes(self, ctx: ProposalContext, current: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each configuration already measured in this loop, as its changes from the incumbent
+        (the researcher is told not to propose them again; the controller refuses them anyway)."""
+        out: list[dict[str, Any]] = []
+        for record in ctx.history:
+            path = self.run_dir / record.artifact if record.artifact else None
+            if path is None or not path.is_file():
+                continue
+            try:
+                values = tgt.values(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, SyntaxError):
+                continue
+            diff = {k: v for k, v in values.items() if k in current and v != current[k]}
+            if diff and len(diff) <= MEASURED_MAX_CHANGES and diff not in out:
+                out.append(diff)
+        return out
 
     def request_context(self, ctx: ProposalContext, current: dict[str, Any]) -> dict[str, Any]:
         search = ctx.search
@@ -192,12 +224,12 @@ class LLMProposer(Proposer):
     def propose(self, ctx: ProposalContext) -> Proposal:
         current = self.incumbent_values(ctx)
         context = self.request_context(ctx, current)
-        context["guidance_text"] = ctx.guidance.text
-        prompt_context = dict(context)
-        outer = str(ctx.search.get("guidance") or "").strip()  # Level 1.5's guidance for this cycle
-        if outer:
-            prompt_context["guidance_text"] = "\n".join(t for t in (outer, ctx.guidance.text) if t)
-        messages = [{"role": "user", "content": self.render(prompt_context, ctx=ctx, settings=self.run_settings())}]
+        # Level 1.5's guidance for this cycle and the mechanisms': the prompt and the offline researcher
+        # read the same text
+        outer = str(ctx.search.get("guidance") or "").strip()
+        context["guidance_text"] = "\n".join(t for t in (outer, ctx.guidance.text) if t)
+        context["measured"] = self.measured_changes(ctx, current)
+        messages = [{"role": "user", "content": self.render(context, ctx=ctx, settings=self.run_settings())}]
         error = None
         for _round in range(2):
             if error:

@@ -27,7 +27,7 @@ from core.inner_loop import InnerLoopController, hook_call_totals, hook_effect_t
 from core.level2 import MechanismInstaller
 from core.llm_client import UsageLedger, make_client
 from core.mechanisms import space_param
-from core.plugins import MetricEvaluator, NoiseAwareDecider
+from core.plugins import MetricEvaluator, pooled_noise, waste_counts
 from core.records import Status, TrialRecord
 from core.schedule import BilevelRun
 from core.search import SearchConfig, initial_config
@@ -58,7 +58,6 @@ class TrainSettings(RunSettings):
     command: list[str] | None = None
     trial_timeout_s: float | None = Field(default=None, gt=0)
     data: str | None = None
-    noise_floor: float | None = Field(default=None, ge=0)
     threads: int | None = Field(default=None, ge=1)
     memory: bool = False  # remember this run's best keeps for later runs on the same target (user cache)
     early_stop: bool = False  # stop a trial whose loss curve is clearly behind the incumbent's
@@ -167,13 +166,13 @@ class TrainDomain(Domain):
                                  # one updating terminal line cannot show K trials: the CLI prints what is in flight
                                  progress="auto" if settings.parallel == 1 and settings.executor == "local" else None,
                                  early_stop=CurveRule() if settings.early_stop else None)
-        decider = NoiseAwareDecider(noise_floor=settings.noise_floor) if settings.noise_floor else None
+        decider = settings.make_decider()  # noise-aware by default (README, "Keep/discard decisions")
         self.inner = InnerLoopController(
             run=run, loop="inner", proposer=LLMProposer(client=ctx.clients["inner"], run_dir=run.path,
                                                          original=self.original, specs=self.specs),
             executor=executor, evaluator=MetricEvaluator(metric="val_bpb"), decider=decider, direction="minimize",
             seed=settings.seed, hook_timeout_s=settings.hook_timeout_s, lessons=lessons,
-            max_provider_failures=settings.max_provider_failures,
+            max_provider_failures=settings.max_provider_failures, max_failed_in_a_row=settings.max_failed_in_a_row,
         )
         self.inner.search = self.initial_config
         if settings.memory:  # opt-in: reads and writes a file in the user's cache, never in the sandbox
@@ -264,4 +263,11 @@ def summarize(run: RunDir, ledger: UsageLedger | None = None) -> dict[str, Any]:
         "iterations": len(search), "counts": counts, "hook_calls": totals, "hook_effects": effects, "mechanisms": mechanisms,
         "config_verdicts": verdicts, "usage": usage, "providers": sorted({c["provider"] for c in calls}),
         "trial_s": round(sum(r.duration_s for r in inner), 2),
+        # decisions and waste: re-measurements on other seeds, the noise they measured, proposals
+        # refused before running (duplicates, infeasible)
+        "replicates": sum(r.proposal.is_replicate for r in search if r.proposal is not None),
+        "noise": pooled_noise([[r.score for r in inner if r.finished_ok and r.score is not None
+                                and r.info.get("config_key") == key] for key in
+                               {r.info.get("config_key") for r in inner if r.info.get("config_key")}]),
+        "wasted": waste_counts(search),
     }

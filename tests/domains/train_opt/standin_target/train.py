@@ -7,7 +7,7 @@ summary lines, and ``FAIL`` with exit status 1 when the loss "explodes" (here: M
 Test hooks (environment variables, read at run time):
   STANDIN_CRASH=1      raise an exception mid-run (no val_bpb line: a crash)
   STANDIN_SLEEP=S      spend S seconds "training" (so a test can kill the run mid-trial)
-  STANDIN_LEDGER=PATH  append "start DIGEST" / "end DIGEST VAL_BPB" lines (counts executions)
+  STANDIN_LEDGER=PATH  append "start DIGEST:SEED" / "end DIGEST:SEED VAL_BPB" lines (counts executions)
   DEPTH == 31          start a child that ignores SIGTERM, print its pid and the process group, and hang
                        forever (a timeout: the executor must kill the whole group, grandchild included)
 It also reports how many secret-looking variables (KEY, TOKEN, SECRET) reached its environment.
@@ -65,7 +65,8 @@ def ledger(line: str) -> None:
 
 
 def main() -> int:
-    digest = hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:12]
+    # a trial is (configuration, training seed): a replicate of the same train.py on another seed is another trial
+    digest = hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:12] + ":" + os.environ.get("BILEVEL_SEED", "-")
     ledger(f"start {digest}")
     secrets = sorted(k for k in os.environ if re.search(r"KEY|TOKEN|SECRET", k, re.IGNORECASE))
     print(f"secret-looking environment variables: {', '.join(secrets) or 'none'}", flush=True)

@@ -1,0 +1,48 @@
+"""script_opt's offline researcher reads the guidance it is given (Level 1.5's and the mechanisms'
+text) and never proposes a configuration already measured; its analyzer never freezes a constant
+with an untried direction."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from core.records import canonical_json
+from domains.script_opt import offline
+
+CONSTANTS = {n: {"value": v, "kind": "float", "comment": ""} for n, v in (("A", 1.0), ("B", 2.0), ("C", 3.0))}
+
+
+class Request:
+    def __init__(self, context: dict[str, Any], seed: int) -> None:
+        self.context = context
+        self.rng = random.Random(seed)
+
+
+def ask(iteration: int, **extra: Any) -> dict[str, Any]:
+    context = {"constants": CONSTANTS, "history": [], "step_scale": 1.0, "feedback": [], **extra}
+    return offline.propose(Request(context, iteration))["changes"]
+
+
+def test_guidance_naming_a_constant_and_a_direction_is_followed():
+    guided = [ask(i, guidance="Not tried yet: B:down.") for i in range(40)]
+    plain = [ask(i) for i in range(40)]
+    hits = [c["B"] for c in guided if "B" in c]
+    assert len(hits) >= 25 and len(hits) > sum("B" in c for c in plain)
+    assert all(v < CONSTANTS["B"]["value"] for v in hits)
+
+
+def test_a_measured_configuration_is_not_proposed_again():
+    for i in range(20):
+        first = ask(i)
+        assert ask(i, measured=[first]) != first
+        refused = ask(i, feedback=[f"duplicate: {canonical_json(first)} gives a configuration already measured"])
+        assert refused != first  # the controller's refusal alone is read too
+
+
+def test_the_analyzer_never_freezes_a_constant_with_an_untried_direction():
+    config = {"active_params": ["A", "B", "C", "D"], "frozen_params": [], "min_active": 2, "max_freeze_per_cycle": 2}
+    stats = {"A": {"tries": 2, "keeps": 0, "crashes": 0}, "B": {"tries": 2, "keeps": 0, "crashes": 0}}
+    patch = offline.analyze(Request({"config": config, "cycle_stats": stats, "untried": {"A": ["down"]}}, 0))
+    assert patch["freeze"] == ["B"]
+    assert "A:down" in patch["guidance"]
