@@ -626,8 +626,10 @@ class InnerLoopController:
             ((self.best_score,) if self.best_score is not None else ())
         groups = [v for k, v in self._scores.items() if k != key] + ([list(candidate)] if key else [])
         budget_left = self._budget is None or self._budget[0] != cycle or self._per_cycle[cycle] + 1 < self._budget[1]
+        # a batch (core.batch) plans its own iterations: it does not run replicates (yet), so no retest there
+        can_retest = self.executor.seeded and key is not None and budget_left and self.batch is None
         return Evidence(candidate=candidate, incumbent=incumbent, noise=pooled_noise(groups),
-                        can_retest=self.executor.seeded and key is not None and budget_left, direction=self.direction)
+                        can_retest=can_retest, direction=self.direction)
 
     def _artifact_text(self, artifact: str | None) -> str | None:
         if not artifact:

@@ -228,6 +228,15 @@ def test_a_mechanism_override_cancels_a_retest(tmp_path: Path) -> None:
     assert not records[1].proposal.is_replicate
 
 
+def test_a_batched_loop_never_waits_for_a_retest_it_would_not_run(tmp_path: Path) -> None:
+    ctl, _ = controller(tmp_path, proposals=xs(2.0), replicates=0)
+    ctl.ensure_baseline()
+    ctl.batch = object()  # core.batch plans its own iterations and runs no replicates
+    evidence = ctl._evidence("k", ctl.incumbent_record.info["config_key"], 4.0, 0)
+    assert evidence.noise is None and not evidence.can_retest
+    assert NoiseAwareDecider().judge(evidence, CTX)[0] == "keep"  # strict improvement, not a dangling retest
+
+
 # -- the outer levels ----------------------------------------------------------------------------------
 def test_outer_verdicts_must_beat_the_parent_by_the_noise_floor(tmp_path: Path) -> None:
     class Loop:

@@ -216,7 +216,8 @@ def test_a_budget_spent_mid_cycle_stops_cleanly_and_resume_with_a_larger_one_fin
         researcher, standin: Path, plan, tmp_path: Path):
     researcher()
     run_dir = tmp_path / "run"
-    summary = run(standin, run_dir, max_calls=2)
+    # strict improvement: no replicate, so every Level-1 trial costs exactly one researcher call
+    summary = run(standin, run_dir, max_calls=2, decision="strict")
     assert not summary["complete"] and "budget" in summary["stopped"]
     assert (run_dir / "summary.json").is_file()
     before = trials(journal_sound(run_dir))

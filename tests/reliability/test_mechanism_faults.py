@@ -274,10 +274,11 @@ def test_records_handed_out_are_read_only_yet_serialise_and_copy_as_plain_data()
 
 def test_a_filter_that_rewrites_through_a_verdict_still_works(tmp_path: Path):
     """The sanctioned way to change a candidate is untouched by read-only records."""
+    # a different snap each iteration: the same configuration twice would be refused as already measured
     rewrite = make_mechanism("rewriter", filter=lambda p, ctx: FilterVerdict.rewrite(
-        p.model_copy(update={"changes": {"x": 0.5}}), "snap to 0.5"))
+        p.model_copy(update={"changes": {"x": 0.5 + ctx.iteration / 100}}), "snap near 0.5"))
     controller = run_with(tmp_path / "run", rewrite)
-    assert [r.proposal.changes["x"] for r in controller.history[1:]] == [0.5] * ITERATIONS
+    assert [r.proposal.changes["x"] for r in controller.history[1:]] == [0.5 + i / 100 for i in range(1, ITERATIONS + 1)]
     assert controller.mechanisms and not detached_events(tmp_path / "run")
 
 

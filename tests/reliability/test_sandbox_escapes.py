@@ -294,7 +294,7 @@ LATE_CODE = {
     "object with property": "class P:\n    @property\n    def v(self):\n        open(MARK, 'w').close()\n"
                             "return Proposal.model_construct(changes={'x': P()}, origin='proposer')",
     "subclass with eq": "class Sneaky(Proposal):\n    def __eq__(self, other):\n        open(MARK, 'w').close()\n"
-                        "        return True\nreturn Sneaky(changes={'x': 1.0})",
+                        "        return True\nreturn Sneaky(changes={'x': 1.0 + ctx.iteration})",  # a new x each time
     "exception with property message": "class E(Exception):\n    def __str__(self):\n        while True: pass\n"
                                        "raise E()",
     "huge payload": "return Proposal(changes={'x': 'y' * (50 * 1024 * 1024)})",
@@ -374,7 +374,7 @@ def test_a_decide_hook_cannot_change_a_journaled_record_or_the_incumbent(tmp_pat
 
 @pytest.mark.parametrize("hook", ["propose", "filter"])
 def test_a_mechanism_cannot_pass_its_candidate_off_as_the_baseline(tmp_path: Path, hook: str):
-    make = "Proposal(changes={'x': 99.0}, region='baseline', origin='baseline')"
+    make = "Proposal(changes={'x': 99.0 + ctx.iteration}, region='baseline', origin='baseline')"  # never a repeat
     body = ("if ctx.loop == 'contract-check':\n    return None\n"
             + (f"return {make}" if hook == "propose" else f"return FilterVerdict.rewrite({make})"))
     controller, path = live_controller(tmp_path, mechanism(body, hook=hook))

@@ -116,7 +116,9 @@ def test_a_run_survives_every_trial_fault_and_resume_has_nothing_left(tmp_path: 
     faults = {2: "crash_start", 3: "crash_mid", 4: "fail", 5: "nan", 6: "no_summary", 7: "hang", 8: "hang",
               9: "flood:20", 10: "leave_child"}  # (a child ignoring SIGTERM costs the 3 s grace: tested alone)
     plan(faults)
-    settings = make_settings(target_dir=str(standin), inner_budget=5, outer_cycles=2, trial_timeout_s=1.0)
+    # nine faults in a row: the stop after five failed trials is switched off to meet them all
+    settings = make_settings(target_dir=str(standin), inner_budget=5, outer_cycles=2, trial_timeout_s=1.0,
+                             max_failed_in_a_row=0)
     session = TrainSession.start(settings, tmp_path / "run")
     try:
         summary = session.run()
