@@ -4,7 +4,9 @@ with an untried direction."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 from core.records import canonical_json
@@ -46,3 +48,38 @@ def test_the_analyzer_never_freezes_a_constant_with_an_untried_direction():
     patch = offline.analyze(Request({"config": config, "cycle_stats": stats, "untried": {"A": ["down"]}}, 0))
     assert patch["freeze"] == ["B"]
     assert "A:down" in patch["guidance"]
+
+
+# -- a whole run through the CLI ----------------------------------------------------------------------
+
+FRAGILE = '''import os
+X = 3.0  # runs only unchanged
+seed = int(os.environ.get("BILEVEL_SEED", "0"))
+print(f"seed: {seed}")
+if X != 3.0:
+    raise SystemExit("diverged")
+print(f"loss: {1.0 + seed / 1e6:.6f}")
+'''
+
+
+def test_a_run_whose_trials_all_fail_stops_with_exit_75_and_one_clear_line(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from domains.script_opt.cli import app
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "fn.py").write_text(FRAGILE)
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["--target-dir", str(project), "--cmd", "python fn.py", "--metric", "loss",
+                                      "--run-dir", str(run_dir), "run", "--levels", "1", "--inner-budget", "8",
+                                      "--outer-cycles", "1", "--max-failed", "3", "--noise-replicates", "1"])
+    assert result.exit_code == 75, result.stdout[-2000:]
+    assert "stopped: the last 3 trials all failed (last: crash" in " ".join(result.stdout.split())
+    events = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+    records = [e["record"] for e in events if e["type"] == "trial"]
+    # the baseline, its replicate on seed 1000 (the noise: the script's own seed term), three failures
+    assert [r["status"] for r in records] == ["keep", "discard", "crash", "crash", "crash"]
+    assert records[1]["proposal"]["origin"] == "replicate" and records[1]["info"]["seed"] == 1000
+    assert (run_dir / "trials" / "inner" / "00001" / "run.log").read_text().startswith("seed: 1000")
