@@ -5,16 +5,19 @@ One batch of a loop (:meth:`BatchRunner.step`), with ``i0`` the loop's next iter
 1. **propose** up to K candidates, iterations ``i0 … i0+K-1``. Each is asked for with the batch's
    earlier candidates in :attr:`ProposalContext.pending` (mechanisms see work in flight), and a
    candidate equal to one of them (same changes and payload) is refused and asked for again with the
-   reason. Each is journaled (``proposal``) before anything runs; a slot that got no candidate
-   (every one filtered out, or the proposer failed) is journaled at once as ``executed`` with its
-   final fields;
+   reason (a configuration already measured is refused by the controller, as with K = 1). A replicate
+   the controller owes (a baseline replicate measuring the noise) takes the batch's first slot, at most
+   one per batch (its training seed follows the measurements decided so far). Each is journaled
+   (``proposal``) before anything runs; a slot that got no candidate (every one refused, or the
+   proposer failed) is journaled at once as ``executed`` with its final fields;
 2. **execute** them in the pool (:mod:`core.pool`), all built on the incumbent at the batch's start;
    each result is evaluated and journaled (``executed``, fsync) the moment it arrives, in whatever
    order trials finish;
 3. **decide** in proposal order: the decider (and mechanisms' ``decide``) sees the incumbent as the
    earlier trials of the batch left it, ``settle`` and ``observe`` run, the ``trial`` record is
    journaled — exactly as a K = 1 iteration ends. So a run's decisions do not depend on which trial
-   finished first, only on what each measured.
+   finished first, only on what each measured. A batch does not ask for near-tie retests (the
+   decider sees ``can_retest`` false); N failed trials in a row stop the run as with K = 1.
 
 Resume (a SIGKILL mid-batch): the journal's ``proposal`` and ``executed`` events past the last
 ``trial`` rebuild the batch; only candidates without an ``executed`` event run again (a finished
@@ -54,6 +57,8 @@ class Planned:
     effects: dict[str, dict[str, int]] = field(default_factory=dict)
     fields: dict[str, Any] | None = None
     duration_s: float = 0.0
+    key: str | None = None  # the configuration's key (core.inner_loop.InnerLoopController.config_key)
+    seed: int | None = None  # a replicate's training seed
 
 
 def _crash(exc: BaseException) -> dict[str, Any]:
@@ -101,28 +106,37 @@ class BatchRunner:
             proposal = Proposal.model_validate(raw) if raw is not None else None
             pending = tuple(p.proposal for p in planned if p.proposal is not None)
             done = executed.get(iteration)
-            planned.append(Planned(
+            planned.append(self._keyed(Planned(
                 iteration=iteration, proposal=proposal,
                 ctx=ctl.context(iteration, event.get("cycle", cycle), pending=pending),
                 rejections=tuple(event.get("rejections", ())), calls=dict(event.get("hook_calls", {})),
                 effects=dict(event.get("hook_effects", {})),
-                fields=dict(done["fields"]) if done else None, duration_s=done.get("duration_s", 0.0) if done else 0.0))
+                fields=dict(done["fields"]) if done else None, duration_s=done.get("duration_s", 0.0) if done else 0.0)))
             iteration += 1
         if planned:
             log.info("loop %s: resuming a batch of %d (%d already executed)", ctl.loop, len(planned),
                      sum(p.fields is not None for p in planned))
         return planned
 
-    def _propose_distinct(self, ctx: ProposalContext) -> tuple[Proposal | None, tuple[str, ...]]:
-        """The controller's proposal, re-asked (at most ``max_reasks`` times) while it equals a
-        candidate already in the batch."""
+    def _keyed(self, slot: Planned) -> Planned:
+        """``slot`` with its configuration key and, for a replicate, its training seed: derived from
+        the history at the batch's start, so a resumed batch gets the same ones."""
+        if slot.proposal is not None:
+            slot.key = self.ctl.config_key(slot.proposal)
+            slot.seed = self.ctl._replicate_seed(slot.key) if slot.proposal.is_replicate else None
+        return slot
+
+    def _propose_distinct(self, ctx: ProposalContext, keys: set[str]) -> tuple[Proposal | None, tuple[str, ...]]:
+        """The controller's proposal, re-asked (at most ``max_reasks`` times) while it is the same
+        candidate (or gives the same configuration) as one already in the batch."""
         ctl = self.ctl
         feedback: tuple[str, ...] = ()
         for _ in range(ctl.max_reasks + 1):
             proposal, feedback = ctl._propose(ctx.model_copy(update={"feedback": feedback}))
             if proposal is None:
                 return None, feedback
-            if all(p.digest() != proposal.digest() for p in ctx.pending):
+            key = ctl.config_key(proposal)
+            if all(p.digest() != proposal.digest() for p in ctx.pending) and (key is None or key not in keys):
                 return proposal, feedback
             feedback = (*feedback, f"batch: the same candidate ({proposal.key()}: {dict(proposal.changes)}) is "
                                    "already in flight in this batch; propose a different one")
@@ -137,11 +151,16 @@ class BatchRunner:
             ctl._calls, ctl._effects = defaultdict(Counter), defaultdict(Counter)
             pending = tuple(p.proposal for p in planned if p.proposal is not None)
             ctx: ProposalContext | None = None
+            owed = ctl._owed_replicate(cycle) if not planned else None  # the controller's, no proposer
             try:
-                ctx = ctl._guided_context(iteration, cycle, pending=pending)  # guidance hooks see them too
-                proposal, rejections = self._propose_distinct(ctx)
+                if owed is not None:
+                    ctx, proposal, rejections = ctl.context(iteration, cycle), owed, ()
+                else:
+                    ctx = ctl._guided_context(iteration, cycle, pending=pending)  # guidance hooks see them too
+                    proposal, rejections = self._propose_distinct(ctx, {p.key for p in planned if p.key})
                 fields = None if proposal is not None else \
-                    {"status": Status.REJECTED.value, "error": "every candidate was filtered out"}
+                    {"status": Status.REJECTED.value, "error": "no runnable candidate: every one was filtered out, "
+                     "infeasible, already measured or already in flight (nothing was executed)"}
             except (RunStopped, KeyboardInterrupt, SystemExit) as exc:
                 ctl.run.journal.append({"type": "stopped", "loop": ctl.loop, "iteration": iteration,
                                         "reason": f"{type(exc).__name__}: {exc}"})
@@ -153,9 +172,9 @@ class BatchRunner:
                 proposal, rejections, fields = None, (), _crash(exc)
             if ctx is None:
                 ctx = ctl.context(iteration, cycle, pending=pending)
-            slot = Planned(iteration=iteration, proposal=proposal, ctx=ctx, rejections=tuple(rejections),
-                           calls={n: dict(c) for n, c in ctl._calls.items()},
-                           effects={n: dict(c) for n, c in ctl._effects.items() if c}, fields=fields)
+            slot = self._keyed(Planned(iteration=iteration, proposal=proposal, ctx=ctx, rejections=tuple(rejections),
+                                       calls={n: dict(c) for n, c in ctl._calls.items()},
+                                       effects={n: dict(c) for n, c in ctl._effects.items() if c}, fields=fields))
             event = {"loop": ctl.loop, "iteration": iteration, "cycle": cycle, "batch": i0,
                      "rejections": list(slot.rejections), "hook_calls": slot.calls, "hook_effects": slot.effects}
             if proposal is not None:
@@ -177,7 +196,7 @@ class BatchRunner:
         by_iteration = {p.iteration: p for p in todo}
         # each candidate's configuration key, on the incumbent it is built on (the controller never runs a key twice)
         keys = {p.iteration: ctl.config_key(p.proposal) for p in todo if p.proposal is not None}
-        jobs = [Job(key=p.iteration, proposal=p.proposal, ctx=ctl.exec_context(p.iteration, cycle, parent))
+        jobs = [Job(key=p.iteration, proposal=p.proposal, ctx=ctl.exec_context(p.iteration, cycle, parent, seed=p.seed))
                 for p in todo if p.proposal is not None]
         flying = set(by_iteration)
         self._flight(flying, len(planned) - len(todo))
@@ -199,8 +218,10 @@ class BatchRunner:
                         fields = ctl._measured(done.result)
                     except Exception as exc:
                         fields = _crash(exc)
+                info = {**dict(fields.get("info") or {}), **ctl.trial_info(slot.proposal, slot.key, slot.seed)}
                 if done.slot is not None:  # where it ran, its thread budget: part of the run's identity
-                    fields["info"] = {**dict(fields.get("info") or {}), "slot": done.slot.describe()}
+                    info["slot"] = done.slot.describe()
+                fields["info"] = info
                 if slot.proposal is not None:
                     fields["info"] = {**dict(fields.get("info") or {}),
                                       **ctl.trial_info(slot.proposal, keys.get(slot.iteration), None)}
@@ -265,4 +286,5 @@ class BatchRunner:
                                  duration_s=slot.duration_s, **fields)
             records.append(ctl._finish(record))
             ctl._stop_on_outage()
+            ctl._stop_on_failures()
         return records

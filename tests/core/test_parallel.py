@@ -176,6 +176,42 @@ def test_a_duplicate_the_proposer_keeps_making_ends_as_a_rejected_slot(tmp_path:
     assert records[1].proposal is None and len(records[1].rejections) == 2
 
 
+def test_a_configuration_measured_in_an_earlier_batch_is_never_run_again(tmp_path: Path):
+    xs = [Proposal(changes={"x": x}, region=f"x={x}") for x in (2.0, 1.0, 2.0, 0.5, 1.0, 0.25)]
+    executor = QuadraticExecutor()
+    ctl, pool = batched(tmp_path / "r", k=2, proposer=ScriptedProposer(xs), executor=executor)
+    try:
+        ctl.ensure_baseline()
+        ctl.run_cycle(0, 2)
+        records = ctl.run_cycle(1, 2)
+    finally:
+        pool.close()
+    ran = [p.changes.get("x") for _, p in executor.executed[1:]]
+    assert ran == [2.0, 1.0, 0.5, 0.25] or sorted(ran) == [0.25, 0.5, 1.0, 2.0], ran
+    assert [r.proposal.changes["x"] for r in records] == [0.5, 0.25]
+    assert all(r.info.get("config_key") for r in ctl.history)
+
+
+def test_a_batch_runs_the_owed_baseline_replicate_first_on_a_new_seed(tmp_path: Path):
+    from core.plugins import NoiseAwareDecider
+    from tests.core.test_decisions import SeededExecutor
+
+    executor = SeededExecutor(sigma=0.01)
+    ctl, pool = batched(tmp_path / "r", k=2, executor=executor, decider=NoiseAwareDecider(baseline_replicates=2),
+                        proposer=ScriptedProposer([Proposal(changes={"x": x}, region=f"x={x}") for x in (4.0, 5.0, 6.0)]))
+    try:
+        ctl.ensure_baseline()
+        records = ctl.run_cycle(0, 4)
+    finally:
+        pool.close()
+    replicates = [r for r in records if r.proposal.is_replicate]
+    assert [r.iteration for r in replicates] == [1, 3], "one replicate per batch, in its first slot"
+    seeds = [seed for x, seed in executor.runs if x == 3.0]
+    assert len(seeds) == 3 and len(set(seeds)) == 3, f"a baseline seed was measured twice: {seeds}"
+    assert all(r.decided_by == "replicate" for r in replicates)
+    assert [r.proposal.changes.get("x") for r in records if not r.proposal.is_replicate] == [4.0, 5.0]
+
+
 @pytest.mark.parametrize(("k", "budget"), [(2, 5), (3, 7), (4, 2)])
 def test_the_trial_count_per_cycle_is_the_same_as_one_at_a_time(tmp_path: Path, k: int, budget: int):
     serial = make_controller(tmp_path / "serial", proposer=SpreadProposer())
