@@ -420,7 +420,7 @@ def test_script_opt_runs_with_parallel_2(tmp_path: Path, monkeypatch: pytest.Mon
     project.mkdir()
     (project / "fn.py").write_text("X = 3.0  # knob\nY = 2  # knob\nprint(f'loss: {(X - 1.2) ** 2 + 0.1 * (Y - 5) ** 2:.6f}')\n")
     result = CliRunner().invoke(app, ["--target-dir", str(project), "--cmd", "python fn.py", "--metric", "loss",
-                                      "--run-dir", str(tmp_path / "run"), "run", "--levels", "1,1.5", "--inner-budget", "3",
+                                      "--run-dir", str(tmp_path / "run"), "run", "--levels", "1,1.5", "--inner-budget", "2",
                                       "--outer-cycles", "2", "--parallel", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.stdout
     assert "in flight #1, #2" in result.stdout
@@ -428,9 +428,32 @@ def test_script_opt_runs_with_parallel_2(tmp_path: Path, monkeypatch: pytest.Mon
     assert settings["parallel"] == 2 and settings["trial_threads"] >= 1
     lines = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
     trials = [TrialRecord.model_validate(e["record"]) for e in lines if e["type"] == "trial" and e["loop"] == "inner"]
-    assert [r.iteration for r in trials] == list(range(7))
+    assert [r.iteration for r in trials] == list(range(5))
     assert {r.info["slot"]["index"] for r in trials[1:]} == {0, 1}
+    assert [e["type"] for e in lines if e["type"] in ("config", "config_rejected")], "Level 1.5 acted after the batch"
     assert (tmp_path / "run" / "target.slot1").is_dir(), "the second slot has its own working copy"
+
+
+def test_executor_ray_without_ray_installed_is_one_line_and_leaves_no_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import builtins
+
+    from domains.script_opt.cli import app
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "fn.py").write_text("X = 1.0  # knob\nprint(f'loss: {X}')\n")
+    result = CliRunner().invoke(app, ["--target-dir", "project", "--cmd", "python fn.py", "--metric", "loss", "--run-dir",
+                                      "run", "run", "--levels", "1", "--executor", "ray", "--parallel", "2"])
+    assert result.exit_code == 2 and "pip install -e '.[ray]'" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_opt_runs_with_parallel_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
