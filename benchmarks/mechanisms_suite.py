@@ -13,7 +13,8 @@ order with one memory file per target (a fresh cache), so seed ``s`` remembers s
 
 One row per arm: mean regret (noise-free value of the final incumbent minus the known optimum, 3.0)
 over targets × seeds, the paired difference to ``none`` (negative: the mechanism helped) with the
-count of pairs it won / lost, failed and wasted trials per run, and the mechanism's hook calls and
+count of pairs it won / lost and a two-sided sign test on them (uncorrected: one test per arm),
+failed (crash, FAIL, timeout, rejected) and wasted trials per run, and the mechanism's hook calls and
 effects per run (effects: calls that changed what happened — see ``TrialRecord.hook_effects``).
 It measures the offline stand-in, not an LLM; the lead's ablation is the authority on the groups.
 """
@@ -21,6 +22,7 @@ It measures the offline stand-in, not an LLM; the lead's ablation is the authori
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -102,10 +104,19 @@ def run_unit(target: str, arm: str, seeds: int) -> list[dict[str, Any]]:
         return [run_one(target, arm, seed, Path(cache)) for seed in range(seeds)]
 
 
+def sign_test(won: int, lost: int) -> float:
+    """Two-sided exact sign test of ``won`` vs ``lost`` paired outcomes (ties dropped)."""
+    n = won + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(won, lost) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def table(rows: list[dict[str, Any]], arms: list[str]) -> str:
     base = {(r["target"], r["seed"]): r["regret"] for r in rows if r["arm"] == "none"}
-    lines = [f"{'arm':14s} {'regret':>8s} {'Δ vs none':>10s} {'won/lost':>9s} {'failed':>7s} {'wasted':>7s} "
-             f"{'calls':>7s}  effects per run"]
+    lines = [f"{'arm':14s} {'regret':>8s} {'Δ vs none':>10s} {'won/lost':>9s} {'p(sign)':>8s} {'failed':>7s} "
+             f"{'wasted':>7s} {'calls':>7s}  effects per run"]
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
         if not mine:
@@ -113,13 +124,15 @@ def table(rows: list[dict[str, Any]], arms: list[str]) -> str:
         n = len(mine)
         diffs = [r["regret"] - base[(r["target"], r["seed"])] for r in mine if (r["target"], r["seed"]) in base]
         delta = f"{statistics.fmean(diffs):+.4f}" if diffs and arm != "none" else "-"
-        won = f"{sum(d < -1e-12 for d in diffs)}/{sum(d > 1e-12 for d in diffs)}" if arm != "none" else "-"
+        wins, losses = sum(d < -1e-12 for d in diffs), sum(d > 1e-12 for d in diffs)
+        won = f"{wins}/{losses}" if arm != "none" else "-"
+        p = f"{sign_test(wins, losses):.3f}" if arm != "none" else "-"
         hooks: dict[str, int] = {}
         for r in mine:
             for hook, count in r["effects"].items():
                 hooks[hook] = hooks.get(hook, 0) + count
         effects = ", ".join(f"{h} {c / n:.1f}" for h, c in sorted(hooks.items())) or ("-" if arm == "none" else "none")
-        lines.append(f"{arm:14s} {statistics.fmean(r['regret'] for r in mine):8.4f} {delta:>10s} {won:>9s} "
+        lines.append(f"{arm:14s} {statistics.fmean(r['regret'] for r in mine):8.4f} {delta:>10s} {won:>9s} {p:>8s} "
                      f"{statistics.fmean(r['failed'] for r in mine):7.2f} {statistics.fmean(r['wasted'] for r in mine):7.2f} "
                      f"{statistics.fmean(r['calls'] for r in mine):7.1f}  {effects}")
     return "\n".join(lines)

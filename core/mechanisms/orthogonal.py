@@ -14,7 +14,10 @@ they touched is then *over-explored*. Then, and only while some parameter outsid
   touched) broken by a draw from ``ctx.seed`` rather than by file order
   (``Constraints.prefer_params`` plus a line of text);
 - ``filter`` rejects — never rewrites — a candidate that touches only over-explored parameters,
-  with a reason listing the others. A candidate that adds a fresh parameter passes.
+  with a reason listing the others. A candidate that adds a fresh parameter passes. It refuses at
+  most ``max_refusals`` candidates per iteration: a proposer that insists after being told gets its
+  candidate run, rather than the iteration being lost to a REJECTED record (on a three-parameter
+  target an unlimited filter lost a third of the trial budget that way).
 
 (An earlier rule also required the window's proposals to overlap pairwise; with one-parameter
 proposals that meant three failures on the *same* parameter in a row, which practically never
@@ -36,6 +39,7 @@ from core.records import Constraints, FilterVerdict, Guidance, Proposal, Proposa
 PARAMS = {
     "patience": 3,  # failed proposals in a row, revisiting what they touched, before the search is called narrow
     "max_listed": 6,  # at most this many untried parameters are named in text and reasons
+    "max_refusals": 1,  # candidates refused per iteration at most; then the proposer's choice runs (0 = no limit)
 }
 
 
@@ -52,6 +56,8 @@ class OrthogonalExplorationMechanism(Mechanism):
             raise ValueError("parameter 'patience' must be >= 2 (one proposal cannot revisit anything)")
         if merged["max_listed"] < 1:
             raise ValueError("parameter 'max_listed' must be >= 1")
+        if merged["max_refusals"] < 0:
+            raise ValueError("parameter 'max_refusals' must be >= 0 (0 = no limit)")
         super().__init__(**merged)
 
     def diagnose(self, ctx: ProposalContext) -> tuple[set[str], list[str]]:
@@ -89,6 +95,9 @@ class OrthogonalExplorationMechanism(Mechanism):
         return Guidance(text=text, constraints=Constraints(prefer_params=tuple(untried)))
 
     def filter(self, proposal: Proposal, ctx: ProposalContext) -> FilterVerdict | None:
+        limit = self.params["max_refusals"]
+        if limit and sum("stays inside the over-explored set" in line for line in ctx.feedback) >= limit:
+            return None  # told already this iteration: the proposer's insistence wins over a lost iteration
         crowded, untried = self.diagnose(ctx)
         moved = touched(proposal)
         if not untried or not moved or not set(moved) <= crowded:

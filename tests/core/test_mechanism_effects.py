@@ -293,6 +293,32 @@ def test_orthogonal_acts_when_one_knob_proposals_circle_two_knobs(tmp_path: Path
     assert not {n for c in changes(without) for n in c} & {"LR", "ACT"}
 
 
+def test_orthogonal_refuses_once_per_iteration_then_lets_the_proposer_insist(tmp_path: Path):
+    # a proposer that ignores guidance and circles two knobs: with no limit, every refused iteration
+    # is lost (REJECTED); with the default limit of one refusal, the re-asked candidate runs
+    class Stubborn(Walker):
+        def propose(self, ctx: ProposalContext) -> Proposal:
+            return super().propose(ctx.model_copy(update={"guidance": type(ctx.guidance)()}))
+
+    def go(tag: str, **params: Any) -> list[TrialRecord]:
+        folder = tmp_path / tag
+        loop = InnerLoopController(run=RunDir(folder, fsync=False), proposer=Stubborn(folder, ("WD", "DEPTH")),
+                                   executor=ConfigExecutor(), evaluator=MetricEvaluator(metric="loss"),
+                                   decider=StrictImprovement())
+        loop.search = {"active_params": NAMES}
+        loop.attach(build("orthogonal", **params))
+        loop.ensure_baseline()
+        return loop.run_cycle(0, 12)
+
+    def refusals(r: TrialRecord) -> int:
+        return sum(x.startswith("orthogonal:") for x in r.rejections)
+
+    limited, unlimited = go("limited"), go("unlimited", max_refusals=0)
+    assert effects(limited, "orthogonal")["filter"] >= 1
+    assert max(refusals(r) for r in limited) == 1
+    assert any(r.status is Status.REJECTED and refusals(r) >= 2 for r in unlimited)  # lost to the filter alone
+
+
 class RoundRobin(Proposer):
     """Moves the knobs in turn, one per iteration: a search that spreads its tries."""
 
