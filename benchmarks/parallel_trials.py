@@ -14,7 +14,10 @@
 Not a test: it prints figures, with the machine's load average before and after (other work on
 the machine slows trials; run it when it is quiet).
 
-    python benchmarks/parallel_trials.py [--trials 24] [--trial-seconds 1.0] [--no-ray] [--json OUT]
+    python benchmarks/parallel_trials.py [--trials 24] [--trial-seconds 1.0] [--repeats 1] [--no-ray] [--json OUT]
+
+``--repeats N`` alternates K = 1 and K = 2 runs N times and reports each pair's ratio and the median
+(each run notes the load average when it ended).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -83,7 +87,8 @@ def script_run(project: Path, run_dir: Path, *, trials: int, k: int, executor: s
     stamps = [datetime.fromisoformat(e["ts"]) for e in events if e["type"] == "trial"]
     search = (stamps[-1] - stamps[0]).total_seconds()
     scores = [e["record"]["best_after"] for e in events if e["type"] == "trial"][1:]
-    return {"k": k, "executor": executor, "wall_s": round(wall, 2), "startup_s": round(ready - started, 2),
+    return {"k": k, "executor": executor, "load": round(os.getloadavg()[0], 2),
+            "wall_s": round(wall, 2), "startup_s": round(ready - started, 2),
             "search_s": round(search, 2), "trials": summary["iterations"], "best": summary["best"],
             "best_so_far": scores}
 
@@ -93,7 +98,7 @@ class Instant(Executor):
         return ExecutionResult(status="ok", metrics={"loss": float(proposal.changes.get("x", 0.0)) ** 2})
 
 
-class Counter(Proposer):
+class Distinct(Proposer):
     """Distinct candidates at once (no LLM, no search): x = iteration."""
 
     def propose(self, ctx: ProposalContext) -> Proposal:
@@ -102,7 +107,7 @@ class Counter(Proposer):
 
 def overhead(k: int, n: int, tmp: Path) -> float:
     run = RunDir.create(tmp / f"noop{k}", fsync=True)
-    ctl = InnerLoopController(run=run, proposer=Counter(), executor=Instant(), evaluator=MetricEvaluator(metric="loss"))
+    ctl = InnerLoopController(run=run, proposer=Distinct(), executor=Instant(), evaluator=MetricEvaluator(metric="loss"))
     pool = None
     if k > 1:
         pool = LocalPool(size=k)
@@ -124,6 +129,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--trial-seconds", type=float, default=1.0)
     parser.add_argument("--noop-trials", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=1, help="alternate K=1 / K=2 runs this many times")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -136,10 +142,13 @@ def main() -> None:
         project = tmp / "project"
         project.mkdir()
         (project / "fn.py").write_text(TARGET.format(n=n, seconds=args.trial_seconds))
-        runs = [script_run(project, tmp / f"k{k}", trials=args.trials, k=k) for k in (1, 2)]
-        out["runs"] = runs
-        out["speedup_wall"] = round(runs[0]["wall_s"] / runs[1]["wall_s"], 3)
-        out["speedup_search"] = round(runs[0]["search_s"] / runs[1]["search_s"], 3)
+        pairs = [[script_run(project, tmp / f"k{k}-{i}", trials=args.trials, k=k) for k in (1, 2)]
+                 for i in range(args.repeats)]
+        out["runs"] = [r for pair in pairs for r in pair]
+        runs = pairs[0]
+        out["speedup_search_each"] = [round(one["search_s"] / two["search_s"], 3) for one, two in pairs]
+        out["speedup_search"] = round(median(one["search_s"] / two["search_s"] for one, two in pairs), 3)
+        out["speedup_wall"] = round(median(one["wall_s"] / two["wall_s"] for one, two in pairs), 3)
         out["overhead_ms_per_trial"] = {k: round(overhead(k, args.noop_trials, tmp) * 1000, 3) for k in (1, 4)}
         if not args.no_ray:
             try:
@@ -153,11 +162,12 @@ def main() -> None:
     out["load_after"] = os.getloadavg()
     print(f"cores: {out['cores']}; load average before {tuple(round(x, 2) for x in out['load_before'])}, "
           f"after {tuple(round(x, 2) for x in out['load_after'])}")
-    for r in runs:
+    for r in out["runs"]:
         print(f"K={r['k']} local: wall {r['wall_s']:7.2f} s, {r['trials']}-trial search {r['search_s']:7.2f} s, "
-              f"best {r['best']:.6f} after {r['trials']} trials")
-    print(f"speed-up K=2 vs K=1: {out['speedup_search']:.2f}x on the search trials, "
-          f"{out['speedup_wall']:.2f}x on the whole run (baseline included; target >= 1.8x)")
+              f"best {r['best']:.6f} after {r['trials']} trials (load {r['load']})")
+    print(f"speed-up K=2 vs K=1 (median of {len(pairs)}): {out['speedup_search']:.2f}x on the search trials "
+          f"(each: {out['speedup_search_each']}), {out['speedup_wall']:.2f}x on the whole run (baseline included; "
+          "target >= 1.8x)")
     print(f"controller overhead per trial (no-op target): K=1 {out['overhead_ms_per_trial'][1]:.2f} ms, "
           f"K=4 {out['overhead_ms_per_trial'][4]:.2f} ms")
     if isinstance(out.get("ray"), dict):
