@@ -72,7 +72,8 @@ def run_llm_group(target: str, group: str, seed: int, trials: int) -> list[dict[
                 config = dict(TARGETS[target]["start"])
             rows.append({"target": target, "arm": group, "seed": seed, "trial": r.iteration, "config": config,
                          "value": r.score, "kept": r.status.value == "keep", "status": r.status.value,
-                         "wasted": r.info.get("wasted"), "hook_calls": r.hook_calls, "hook_effects": r.hook_effects})
+                         "wasted": r.info.get("wasted"), "replicate": r.info.get("replicate_of") is not None,
+                         "hook_calls": r.hook_calls, "hook_effects": r.hook_effects})
     return rows
 
 
@@ -173,14 +174,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dic
     for (target, arm, seed), trials in runs.items():
         kept = [t for t in trials if t["kept"] and t["config"] is not None]
         final = kept[-1]["config"] if kept else TARGETS[target]["start"]
-        configs = [json.dumps(t["config"], sort_keys=True) for t in trials if t["config"] is not None and t["value"] is not None]
+        # a replicate (the same configuration on another training seed, asked for by the noise-aware
+        # decider) is a measurement by design, not a wasted trial; it is counted apart
+        configs = [json.dumps(t["config"], sort_keys=True) for t in trials
+                   if t["config"] is not None and t["value"] is not None and not t.get("replicate")]
         duplicates = len(configs) - len(set(configs))
         wasted = duplicates + sum(1 for t in trials if t.get("wasted"))
         start_value = true_value(target, TARGETS[target]["start"])
         regret = true_value(target, final) - OPTIMUM
         table[(target, arm)][seed] = {"regret": regret, "start_regret": start_value - OPTIMUM,
                                       "crashes": sum(t["value"] is None for t in trials), "trials": len(trials),
-                                      "wasted": wasted,
+                                      "wasted": wasted, "replicates": sum(1 for t in trials if t.get("replicate")),
                                       "hook_calls": sum(sum(c.values()) for t in trials for c in (t.get("hook_calls") or {}).values()),
                                       "hook_effects": sum(sum(c.values()) for t in trials
                                                           for c in (t.get("hook_effects") or {}).values())}
@@ -202,10 +206,12 @@ def cmd_report(args: argparse.Namespace) -> int:
              "difference between P and A would be the machinery's, not a mechanism's. "
              "References: random, coordinate search, TPE, CMA-ES.", "",
              f"Rows: `{ROWS}` ({len(rows)} trials). Regret = noise-free value of the final incumbent − known optimum "
-             f"({OPTIMUM}); lower is better. Held-out targets: {', '.join(HELD_OUT)}.", "",
+             f"({OPTIMUM}); lower is better. Held-out targets: {', '.join(HELD_OUT)}. Wasted: a trial spent on a "
+             "configuration already measured, or on one that could never run. Replicates: the same configuration on "
+             "another training seed, asked for by the noise-aware keep rule (they count in the budget).", "",
              "| target | arm | seeds | regret mean [95% CI] | start regret | crash rate | wasted trials / run | "
-             "mechanism hook calls (effects) / run |",
-             "|---|---|---|---|---|---|---|---|"]
+             "replicates / run | mechanism hook calls (effects) / run |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for target in targets:
         for arm in arms:
             per_seed = table.get((target, arm))
@@ -217,10 +223,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
             start = next(iter(per_seed.values()))["start_regret"]
             wasted = stats.mean([v["wasted"] for v in per_seed.values()])
+            replicates = stats.mean([v.get("replicates", 0) for v in per_seed.values()])
             calls = stats.mean([v["hook_calls"] for v in per_seed.values()])
             effects = stats.mean([v["hook_effects"] for v in per_seed.values()])
             lines.append(f"| {target} | {arm} | {len(regrets)} | {stats.mean(regrets):.4f} {ci_text} | {start:.3f} | "
-                         f"{crashes:.1%} | {wasted:.2f} | {calls:.1f} ({effects:.1f}) |")
+                         f"{crashes:.1%} | {wasted:.2f} | {replicates:.2f} | {calls:.1f} ({effects:.1f}) |")
     lines += ["", "## Paired comparisons (same seeds), regret difference row − column arm, Holm-corrected", "",
               "| target | comparison | n | mean diff [95% CI] | paired t p (Holm) | Wilcoxon p (Holm) |", "|---|---|---|---|---|---|"]
     comparisons = []

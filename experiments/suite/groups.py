@@ -118,11 +118,29 @@ class SuiteExecutor(Executor):
         self.name, self.original, self.specs, self.seed = name, original, specs, seed
         self.space = space_for(name)
 
-    def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
-        parent = (ctx.run_dir / ctx.incumbent) if ctx.incumbent else self.original
-        source = parent.read_text(encoding="utf-8")
+    def _edited(self, proposal: Proposal, incumbent: str | None, run_dir: Path) -> str:
+        parent = (run_dir / incumbent) if incumbent else self.original
+        return tgt.apply_changes(parent.read_text(encoding="utf-8"), dict(proposal.changes), self.specs)
+
+    def _config(self, source: str) -> dict[str, Any]:
+        return {k: v for k, v in tgt.values(source).items() if k in self.space.names}
+
+    def config_key(self, proposal: Proposal, incumbent: str | None, run_dir: Path) -> Any:
         try:
-            edited = tgt.apply_changes(source, dict(proposal.changes), self.specs)
+            return {"constants": self._config(self._edited(proposal, incumbent, run_dir))}
+        except ValueError:
+            return None
+
+    def infeasible(self, proposal: Proposal, incumbent: str | None, run_dir: Path) -> str | None:
+        """The suite's one static check (the search space's), before a trial is spent."""
+        try:
+            return self.space.feasible(self._config(self._edited(proposal, incumbent, run_dir)))
+        except ValueError as exc:
+            return f"edit rejected: {exc}"
+
+    def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
+        try:
+            edited = self._edited(proposal, ctx.incumbent, ctx.run_dir)
         except ValueError as exc:
             return ExecutionResult(status="crash", log_tail=f"edit rejected: {exc}",
                                    detail={"error": f"edit rejected: {exc}", "wasted": "invalid"})
@@ -130,13 +148,14 @@ class SuiteExecutor(Executor):
         artifact = ctx.trial_dir / "train.py"
         artifact.write_text(edited, encoding="utf-8")
         rel = str(artifact.relative_to(ctx.run_dir))
-        config = {k: v for k, v in tgt.values(edited).items() if k in self.space.names}
+        config = self._config(edited)
         reason = self.space.feasible(config)
         if reason is not None:
             return ExecutionResult(status="crash", artifact=rel, log_tail=f"infeasible: {reason}",
                                    detail={"error": f"infeasible: {reason}", "wasted": "infeasible"})
+        seed = self.seed if getattr(ctx, "seed", None) is None else int(ctx.seed)  # a replicate's own seed
         try:
-            value = measure(self.name, config, self.seed)
+            value = measure(self.name, config, seed)
         except Crash as exc:
             return ExecutionResult(status="fail", artifact=rel, log_tail=f"crash: {exc}\nFAIL",
                                    detail={"error": f"FAIL: {exc}"})

@@ -60,3 +60,16 @@ def test_the_placebo_arm_is_called_through_a_worker_changes_nothing_and_reads_ze
         assert effects == 0
         # same seed, same draws: a mechanism that changes nothing leaves the run exactly as group A's
         assert [(r["config"], r["value"], r["kept"]) for r in placebo] == [(r["config"], r["value"], r["kept"]) for r in plain]
+
+
+def test_the_bilevel_groups_spend_no_trial_on_an_infeasible_or_measured_configuration():
+    import json
+
+    from experiments.suite.__main__ import run_one
+
+    for group, seed in (("A", 0), ("A", 5), ("C", 1), ("D", 2)):
+        rows = run_one("batch", group, seed, 13)  # the target with the divisibility constraint
+        assert not [r for r in rows if r.get("wasted")], group
+        measured = [json.dumps(r["config"], sort_keys=True) for r in rows
+                    if r["value"] is not None and not r["replicate"]]
+        assert len(measured) == len(set(measured)), group
