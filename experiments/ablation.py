@@ -178,11 +178,14 @@ def plan_of(args: dict[str, Any]) -> Plan:
 
 
 # -- running ----------------------------------------------------------------------------------------
-def pending_specs(out: Path, args: dict[str, Any], done: set[tuple[str, int]]) -> list[RepeatSpec]:
-    """Repeats without a row, repeat-major (r0 of every group first) so a partial ablation stays balanced."""
+def pending_specs(out: Path, args: dict[str, Any], done: set[tuple[str, int]],
+                  only: tuple[str, ...] | None = None) -> list[RepeatSpec]:
+    """Repeats without a row, repeat-major (r0 of every group first) so a partial ablation stays balanced.
+    ``only``: run just these groups (``--groups`` on an existing ablation: the others keep their rows)."""
     plan = plan_of(args).model_dump(mode="json")
     return [RepeatSpec(out=str(out.resolve()), group=g, repeat=r, plan=plan)
-            for r in range(args["repeats"]) for g in args["groups"] if (g, r) not in done]
+            for r in range(args["repeats"]) for g in args["groups"]
+            if (g, r) not in done and (only is None or g in only)]
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -197,12 +200,12 @@ def _progress(row: dict[str, Any], index: int, total: int) -> None:
 
 
 def execute(out: Path, args: dict[str, Any], *, workers: int, executor: Literal["local", "ray"],
-            ray_address: str | None, gpus_per_repeat: float | None) -> int:
+            ray_address: str | None, gpus_per_repeat: float | None, only: tuple[str, ...] | None = None) -> int:
     from experiments import distributed
 
     done = {(str(r["group"]), int(r["repeat"])) for r in read_rows(out)}
-    specs = pending_specs(out, args, done)
-    total = len(args["groups"]) * args["repeats"]
+    specs = pending_specs(out, args, done, only)
+    total = len(only or args["groups"]) * args["repeats"]
     if done:
         console.print(f"[dim]{len(done)} repeat(s) already in {out / RESULTS}; skipping them[/dim]")
     if specs and "offline" in args["provider"] and any(GROUPS[s.group].uses_llm for s in specs):
@@ -213,7 +216,7 @@ def execute(out: Path, args: dict[str, Any], *, workers: int, executor: Literal[
     else:
         outcomes = distributed.run_local(specs, workers=workers)
     failed = 0
-    finished = len(done)
+    finished = sum(1 for g, _ in done if only is None or g in only)
     try:
         for spec, row, error in outcomes:
             if row is None:
@@ -273,7 +276,8 @@ def _check_parallelism(workers: int, threads: int, executor: str, allow_oversubs
 @app.command()
 def run(
     out: Path = typer.Option(..., help="Ablation directory (results.jsonl, ablation.json, runs/)."),
-    groups: str | None = typer.Option(None, help=f"Comma list of {', '.join(GROUPS)} (default: A,B,C,D)."),
+    groups: str | None = typer.Option(None, help=f"Comma list of {', '.join(GROUPS)} to run (default: A,B,C,D; on an "
+                                      "existing ablation: its groups; given, only these run and the others keep their rows)."),
     repeats: int | None = typer.Option(None, help="Repeats per group (seed = --seed + repeat) (default: 3)."),
     iterations: int | None = typer.Option(None, help="Total Level-1 trials per repeat after the baseline (default: 9)."),
     cycles: int | None = typer.Option(None, help="Outer cycles; must divide --iterations (default: 3)."),
@@ -319,7 +323,8 @@ def run(
         with _exclusive(out), _sigterm_interrupts():
             atomic_write_json(out / ARGS, {**args, "argv": sys.argv[1:]})
             code = execute(out, args, workers=workers, executor=executor,  # type: ignore[arg-type]
-                           ray_address=ray_address, gpus_per_repeat=gpus_per_repeat)
+                           ray_address=ray_address, gpus_per_repeat=gpus_per_repeat,
+                           only=parse_groups(groups) if groups is not None else None)
     except UserError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

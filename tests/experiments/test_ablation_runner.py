@@ -283,3 +283,15 @@ def test_the_report_exports_every_trial_of_every_repeat_and_keeps_it_without_the
         shutil.copy(out / name, copy / name)
     assert invoke("report", copy).exit_code == 0
     assert gzip.open(copy / "trials.jsonl.gz", "rt").read() == gzip.open(out / "trials.jsonl.gz", "rt").read()
+
+
+def test_groups_given_on_an_existing_ablation_run_only_those_and_keep_the_others_rows(standin, tmp_path):
+    out = tmp_path / "grow"
+    base = ["--iterations", "1", "--cycles", "1", "--threads", "1", "--trial-timeout", "20", "--endpoint-seeds", "0",
+            "--target-dir", standin, "--out", out]
+    assert invoke("run", "--groups", "A,RANDOM", "--repeats", "1", *base).exit_code == 0
+    result = invoke("run", "--groups", "A", "--repeats", "3", *base)
+    assert result.exit_code == 0, result.output
+    assert sorted((r["group"], r["repeat"]) for r in read_rows(out)) == [("A", 0), ("A", 1), ("A", 2), ("RANDOM", 0)]
+    assert "(3/3)" in result.output  # progress counts the groups that run
+    assert json.loads((out / "ablation.json").read_text())["groups"] == ["A", "RANDOM"]
