@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Any
 
 from core.llm.offline import read_guidance
@@ -59,8 +60,12 @@ def _step(spec: dict[str, Any], value: Any, up: bool, scale: float, rng: random.
         moved = value[idx] + gap * 0.5 * scale if up else 1.0 - gap * (1 + 0.5 * scale)
         new = tuple(float(f"{(moved if i == idx else v):.4g}") for i, v in enumerate(value))
     elif kind == "str":
-        options = [v for v in _WINDOW_VARIANTS if v != value]
-        return rng.choice(options)
+        # the spec's pattern is a constraint the researcher is given: only values it accepts
+        pattern = spec.get("pattern")
+        listed = re.fullmatch(r"\^\(([\w|]+)\)\$", pattern or "")
+        variants = tuple(listed.group(1).split("|")) if listed else _WINDOW_VARIANTS
+        options = [v for v in variants if v != value and (not pattern or re.fullmatch(pattern, v))]
+        return rng.choice(options) if options else value
     else:
         return not value
     if kind == "tuple":

@@ -134,3 +134,24 @@ def test_level_1_5_never_freezes_a_parameter_whose_direction_is_untried(tmp_path
         offline_new = analyze_and_patch(client=make_client("offline", level="outer"), journal=run.journal,
                                         config=initial_config(ALL), history=_history(), cycle=0)
         assert "TOTAL_BATCH_SIZE" not in offline_new.frozen_params
+
+
+def test_the_offline_researcher_keeps_to_a_parameters_pattern():
+    import dataclasses
+    import re
+
+    from core.records import Constraints
+
+    pattern = "^(L|SL|SSL|SSSL|SSLL)$"  # a target that allows fewer window patterns than the default list
+    specs = {**SPECS, "WINDOW_PATTERN": dataclasses.replace(SPECS["WINDOW_PATTERN"], pattern=pattern)}
+    p = LLMProposer(client=make_client("offline", level="inner", seed=0), run_dir=STANDIN_TRAIN.parent,
+                    original=STANDIN_TRAIN, specs=specs)
+    config = initial_config(["WINDOW_PATTERN", "DEPTH", "MATRIX_LR"])
+    seen = set()
+    for iteration in range(1, 21):
+        ctx = ProposalContext(loop="inner", iteration=iteration, cycle=0, search=config.model_dump(mode="json"),
+                              guidance=Guidance(constraints=Constraints(prefer_params=("WINDOW_PATTERN",))))
+        changes = p.propose(ctx).changes  # an invalid value twice would raise InvalidProposal
+        if "WINDOW_PATTERN" in changes:
+            seen.add(changes["WINDOW_PATTERN"])
+    assert seen and all(re.fullmatch(pattern, v) for v in seen)
