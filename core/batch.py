@@ -194,8 +194,6 @@ class BatchRunner:
         if not todo:
             return
         by_iteration = {p.iteration: p for p in todo}
-        # each candidate's configuration key, on the incumbent it is built on (the controller never runs a key twice)
-        keys = {p.iteration: ctl.config_key(p.proposal) for p in todo if p.proposal is not None}
         jobs = [Job(key=p.iteration, proposal=p.proposal, ctx=ctl.exec_context(p.iteration, cycle, parent, seed=p.seed))
                 for p in todo if p.proposal is not None]
         flying = set(by_iteration)
@@ -221,10 +219,7 @@ class BatchRunner:
                 info = {**dict(fields.get("info") or {}), **ctl.trial_info(slot.proposal, slot.key, slot.seed)}
                 if done.slot is not None:  # where it ran, its thread budget: part of the run's identity
                     info["slot"] = done.slot.describe()
-                fields["info"] = info
-                if slot.proposal is not None:
-                    fields["info"] = {**dict(fields.get("info") or {}),
-                                      **ctl.trial_info(slot.proposal, keys.get(slot.iteration), None)}
+                fields["info"] = info  # its configuration key (computed on the incumbent it is built on), seed
                 slot.fields = _json_fields(fields)
                 slot.duration_s = round(done.seconds, 4)
                 ctl.run.journal.append({"type": EXECUTED, "loop": ctl.loop, "iteration": slot.iteration,

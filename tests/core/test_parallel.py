@@ -209,6 +209,7 @@ def test_a_batch_runs_the_owed_baseline_replicate_first_on_a_new_seed(tmp_path: 
     seeds = [seed for x, seed in executor.runs if x == 3.0]
     assert len(seeds) == 3 and len(set(seeds)) == 3, f"a baseline seed was measured twice: {seeds}"
     assert all(r.decided_by == "replicate" for r in replicates)
+    assert sorted(r.info["seed"] for r in replicates) == sorted(s for s in seeds if s is not None)
     assert [r.proposal.changes.get("x") for r in records if not r.proposal.is_replicate] == [4.0, 5.0]
 
 
