@@ -9,6 +9,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from core.records import canonical_json
 from domains.script_opt import offline
 
@@ -83,3 +85,33 @@ def test_a_run_whose_trials_all_fail_stops_with_exit_75_and_one_clear_line(tmp_p
     assert [r["status"] for r in records] == ["keep", "discard", "crash", "crash", "crash"]
     assert records[1]["proposal"]["origin"] == "replicate" and records[1]["info"]["seed"] == 1000
     assert (run_dir / "trials" / "inner" / "00001" / "run.log").read_text().startswith("seed: 1000")
+
+
+NOISY = '''import os
+import random
+X = 3.0  # the knob: worth little against the noise
+seed = int(os.environ.get("BILEVEL_SEED", "0"))
+noise = random.Random(seed * 7919 + int(X * 1000)).gauss(0.0, 0.05)
+print(f"loss: {1.0 + 0.001 * (X - 1.2) ** 2 + noise:.6f}")
+'''
+
+
+def test_a_level_1_5_patch_must_beat_its_parent_by_the_measured_noise(tmp_path: Path):
+    from domains.script_opt.session import ScriptSession, make_settings
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "fn.py").write_text(NOISY)
+    settings = make_settings(target_dir=str(project), cmd="python fn.py", metric="loss", levels=("1", "1.5"),
+                             inner_budget=4, outer_cycles=2, noise_replicates=2)
+    session = ScriptSession.start(settings, tmp_path / "run")
+    try:
+        session.run()
+        noise = session.inner.noise
+    finally:
+        session.close()
+    events = [json.loads(line) for line in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    verdicts = [e for e in events if e["type"] == "level15_verdict"]
+    assert noise is not None and noise > 0.01  # measured on the baseline's three seeds
+    assert verdicts and verdicts[0]["margin"] == pytest.approx(2 * 2 ** 0.5 * noise / 4)
+    assert verdicts[0]["kept"] == (verdicts[0]["score"] > verdicts[0]["margin"])
