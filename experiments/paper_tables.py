@@ -5,7 +5,8 @@
 writes into ``--out``:
 
 * ``ablation_table.tex``   per group: n, mean Δ, std, t-based CI, ratio to A, Welch p and permutation p vs A;
-* ``classic_table.tex``    the LLM groups against random search and TPE;
+* ``classic_table.tex``    the researcher's groups against the reference searches;
+* ``paired_table.tex``     each group against A, paired by seed, on the search and the endpoint Δ (Holm);
 * ``mechanism_table.tex``  Level-2 designs of C and D: generated, kept, reverted, failed, hook calls;
 * ``settings.tex``         macros (``\\NRepeats``, ``\\TimeBudget``, ``\\MeanDeltaC``, ``\\RepeatsC``, ...);
 * ``reading.tex``          the report's generated reading, as LaTeX;
@@ -107,16 +108,35 @@ def mechanism_table(analysis: Analysis) -> str:
         found = report.mechanism_rows(s)
         for m in found:
             rows.append([g, rf"\texttt{{{latex_escape(m['region'])}}}", str(m["generated"]), str(m["kept"]),
-                         str(m["reverted"]), str(m["other"]), str(m["calls"]), f"{m['repeats']}/{len(s.rows)}"])
+                         str(m["reverted"]), str(m["other"]), str(m["calls"]), str(m["effects"]),
+                         f"{m['repeats']}/{len(s.rows)}"])
         if not found:
-            rows.append([g, "(none generated)", "0", "0", "0", "0", "0", f"0/{len(s.rows)}"])
+            rows.append([g, "(none generated)", "0", "0", "0", "0", "0", "0", f"0/{len(s.rows)}"])
     if not rows:
-        rows = [["--", "(groups C and D not in this ablation)", "--", "--", "--", "--", "--", "--"]]
+        rows = [["--", "(groups C and D not in this ablation)", "--", "--", "--", "--", "--", "--", "--"]]
     caption = (r"Mechanisms designed by the outer loop, by region (a library template, or the hash of custom "
                r"code), summed over the repeats of each group. Failed: crashed, failed to load or timed out. Hook calls are counted by the "
-               r"controller in each run's journal. Repeats: repeats in which the design was generated.")
-    return _tabular("llrrrrrr", ["Group", "Design", "generated", "kept", "reverted", "failed", "hook calls",
-                                 "repeats"], rows, caption, "tab:mechanisms")
+               r"controller in each run's journal; effects: the calls that changed what happened (a filter "
+               r"rejected or rewrote, a propose hook supplied the candidate, a decide hook overrode, guidance changed "
+               r"what the proposer was told). Repeats: repeats in which the design was generated.")
+    return _tabular("llrrrrrrr", ["Group", "Design", "generated", "kept", "reverted", "failed", "hook calls",
+                                  "effects", "repeats"], rows, caption, "tab:mechanisms")
+
+
+def paired_table(analysis: Analysis) -> str:
+    d = report.delta_decimals(analysis)
+    rows = [[g, latex_escape(label), str(p.n), num(p.mean_diff, d), interval(p.ci, d), pval(tp), pval(wp)]
+            for g, label, p, tp, wp in report.paired_comparisons(analysis)]
+    if not rows:
+        rows = [["--", "--", "--", "--", "--", "--", "fewer than two paired repeats"]]
+    fails = ", ".join(f"{g} {f}/{t}" for g, (f, t) in report.failure_rates(analysis).items() if t)
+    caption = (r"Each group against group A, paired by repeat (the same seed: the same training seed and the same "
+               r"draws of the offline researcher). Search $\Delta$: the run's own best $-$ baseline; endpoint "
+               r"$\Delta$: baseline and final incumbent re-measured on held-out training seeds. Diff: mean of the "
+               r"group's minus A's (negative: the group did better). $p$: paired $t$ and Wilcoxon signed-rank, "
+               r"Holm-corrected over the table. Failed trials (crash, fail, timeout) per group: " + latex_escape(fails) + ".")
+    return _tabular("llrrrrr", ["Group", "measure", "$n$", "diff", r"\CILevel\,\% CI", "paired $t$ $p$",
+                                "Wilcoxon $p$"], rows, caption, "tab:paired")
 
 
 def _macro_name(prefix: str, group: str) -> str:
@@ -181,7 +201,8 @@ def generate(results_dir: Path, out: Path = DEFAULT_OUT) -> list[Path]:
     header = HEADER.format(source=(results_dir / report.RESULTS_NAME).as_posix())
     texts = {
         "ablation_table.tex": ablation_table(analysis), "classic_table.tex": classic_table(analysis),
-        "mechanism_table.tex": mechanism_table(analysis), "settings.tex": settings_macros(analysis),
+        "mechanism_table.tex": mechanism_table(analysis), "paired_table.tex": paired_table(analysis),
+        "settings.tex": settings_macros(analysis),
         "reading.tex": reading_tex(analysis),
     }
     written = []

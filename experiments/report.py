@@ -484,9 +484,10 @@ def _endpoint_delta(row: dict[str, Any]) -> float | None:
     return endpoint.get("delta")
 
 
-def paired_lines(analysis: Analysis) -> list[str]:
+def paired_comparisons(analysis: Analysis) -> list[tuple[str, str, stats.Paired, float | None, float | None]]:
     """Every group against group A, paired by repeat (the same seed), on the search Δ and on the
-    endpoint Δ (baseline and final incumbent re-measured on held-out training seeds); Holm over all."""
+    endpoint Δ: (group, measure, paired statistics, paired-t p and Wilcoxon p, both Holm-corrected
+    over all rows)."""
     reference = analysis.groups.get(REFERENCE)
     if reference is None:
         return []
@@ -500,25 +501,33 @@ def paired_lines(analysis: Analysis) -> list[str]:
             pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
             if len(pairs) >= 2:
                 found.append((g, label, stats.paired([a for a, _ in pairs], [b for _, b in pairs])))
+    t_holm = stats.holm([p.t_p for *_, p in found])
+    w_holm = stats.holm([p.wilcoxon_p for *_, p in found])
+    return [(g, label, p, tp, wp) for (g, label, p), tp, wp in zip(found, t_holm, w_holm, strict=True)]
+
+
+def failure_rates(analysis: Analysis) -> dict[str, tuple[int, int]]:
+    return {g: failed_trials(s) for g, s in analysis.groups.items()}
+
+
+def paired_lines(analysis: Analysis) -> list[str]:
+    """The report's section of :func:`paired_comparisons`, with the failed-trial rate of each group."""
+    if REFERENCE not in analysis.groups:
+        return []
     lines = ["", "## Paired by seed: each group − group A", "",
              "Repeat r of every group uses seed base + r: the same training seed and, for the offline researcher, "
              "the same random draws. *Search Δ* is the run's own best − its baseline (biased: a minimum over noisy "
              "trials); *endpoint Δ* re-measures the baseline and the final incumbent on held-out training seeds "
              "no trial used. Negative = the group did better than A. Paired t and Wilcoxon signed-rank p, "
              "Holm-corrected over the rows of this table.", ""]
-    failures = []
-    for g, s in analysis.groups.items():
-        failed, total = failed_trials(s)
-        failures.append(f"{g} {failed}/{total} ({failed / total:.0%})" if total else f"{g} –")
+    failures = [f"{g} {f}/{t} ({f / t:.0%})" if t else f"{g} –" for g, (f, t) in failure_rates(analysis).items()]
+    found = paired_comparisons(analysis)
     if not found:
         return lines + ["Fewer than two paired repeats: nothing to compare.", "",
                         "Failed trials (crash, fail, timeout) by group: " + "; ".join(failures) + "."]
-    t_holm = stats.holm([p.t_p for *_, p in found])
-    w_holm = stats.holm([p.wilcoxon_p for *_, p in found])
     d = delta_decimals(analysis)
-    rows = []
-    for (g, label, p), tp, wp in zip(found, t_holm, w_holm, strict=True):
-        rows.append([g, label, p.n, fmt_num(p.mean_diff, d, signed=True), fmt_ci(p.ci, d), fmt_p(tp), fmt_p(wp)])
+    rows = [[g, label, p.n, fmt_num(p.mean_diff, d, signed=True), fmt_ci(p.ci, d), fmt_p(tp), fmt_p(wp)]
+            for g, label, p, tp, wp in found]
     lines += _table(["group", "measure", "n", "mean diff", f"{CI_LEVEL:.0%} CI", "paired t p (Holm)",
                      "Wilcoxon p (Holm)"], rows)
     lines += ["", "Failed trials (crash, fail, timeout) by group: " + "; ".join(failures) + "."]

@@ -123,15 +123,16 @@ def test_every_number_in_the_mechanism_table_matches_the_results_file(generated:
             for m in row["mechanisms"]:
                 key = (group, m["region"])
                 verdict = m["verdict"] if m["verdict"] in ("kept", "reverted") else "failed"
-                expected[key].update({"generated": 1, verdict: 1, "calls": sum(m["hook_calls"].values())})
+                expected[key].update({"generated": 1, verdict: 1, "calls": sum(m["hook_calls"].values()),
+                                      "effects": sum((m.get("hook_effects") or {}).values())})
                 repeats[key].add(row["repeat"])
     seen = set()
-    for group, design, generated_, kept, reverted, failed, calls, reps in rows:
+    for group, design, generated_, kept, reverted, failed, calls, effects, reps in rows:
         key = (group, design.removeprefix(r"\texttt{").removesuffix("}"))
         seen.add(key)
         e = expected[key]
-        assert [int(generated_), int(kept), int(reverted), int(failed), int(calls)] == \
-            [e["generated"], e["kept"], e["reverted"], e["failed"], e["calls"]], key
+        assert [int(generated_), int(kept), int(reverted), int(failed), int(calls), int(effects)] == \
+            [e["generated"], e["kept"], e["reverted"], e["failed"], e["calls"], e["effects"]], key
         assert reps == f"{len(repeats[key])}/{len(by_group[group])}"
     assert seen == set(expected)
     assert not re.findall(r"\d", rest)
@@ -163,7 +164,8 @@ def test_reading_and_figures_are_generated(generated: tuple[Path, Path]) -> None
     _, out = generated
     reading = (out / "reading.tex").read_text(encoding="utf-8")
     assert "within noise" in reading and r"$\Delta$" in reading and "val\\_bpb" in reading
-    for name in ("ablation_table.tex", "classic_table.tex", "mechanism_table.tex", "settings.tex", "reading.tex"):
+    for name in ("ablation_table.tex", "classic_table.tex", "mechanism_table.tex", "paired_table.tex", "settings.tex",
+                 "reading.tex"):
         assert (out / name).read_text(encoding="utf-8").isascii(), name  # compiles under any inputenc
     for name in ("best_so_far.png", "delta_by_group.png"):
         assert (out / name).stat().st_size > 1000
