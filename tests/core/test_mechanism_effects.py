@@ -177,6 +177,23 @@ def test_surrogate_every_second_iteration_leaves_the_others_to_the_proposer(tmp_
     assert effects(records, "surrogate")["propose"] >= 3
 
 
+# -- resume: the proposing mechanisms rebuild everything from the journal -----------------------------
+@pytest.mark.parametrize("name", ["surrogate", "pattern", "multiscale"])
+def test_a_resumed_run_proposes_what_an_uninterrupted_one_does(tmp_path: Path, name: str):
+    whole = run(tmp_path, build(name, space=SPACE), iterations=10, tag="whole")
+    folder = tmp_path / "halves"
+    for _ in range(2):  # stop after 5 iterations; a new controller and a new mechanism instance go on
+        loop = InnerLoopController(run=RunDir(folder, fsync=False), proposer=Walker(folder), executor=ConfigExecutor(),
+                                   evaluator=MetricEvaluator(metric="loss"), decider=StrictImprovement())
+        loop.search = {"active_params": NAMES}
+        loop.attach(build(name, space=SPACE))
+        loop.ensure_baseline()
+        loop.run_cycle(0, 5 if not loop.records(0) else 10)
+        halves = loop.records(0)
+        loop.run.close()
+    assert changes(halves) == changes(whole)
+
+
 # -- coordinate / pattern search -----------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_pattern_search_takes_over_proposing_and_changes_the_search(tmp_path: Path, seed: int):
