@@ -329,7 +329,7 @@ def test_template_registry_describes_every_library_mechanism():
     assert set(LIBRARY) == set(TEMPLATES) | {"memory"}  # memory writes a file: library only, never sandboxed
     assert {n: t["addresses"] for n, t in TEMPLATES.items()} == {
         "tabu": "repeats", "orthogonal": "narrow", "bandit": "plateau", "step_size": "crashes/overshoot",
-        "surrogate": "plateau", "pattern": "repeats", "multiscale": "crashes/overshoot"}
+        "surrogate": "plateau", "pattern": "repeats", "multiscale": "scale"}
     for name, info in TEMPLATES.items():
         module = importlib.import_module(f"core.mechanisms.{Path(info['module']).stem}")
         cls = vars(module)[info["class_name"]]
