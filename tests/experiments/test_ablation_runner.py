@@ -73,7 +73,7 @@ def test_tiny_ablation_writes_one_row_per_repeat_with_exactly_the_agreed_keys(ti
         endpoint = row["endpoint"]
         assert endpoint["seeds"] == [10_000] and endpoint["seeds"][0] != row["seed"]
         assert endpoint["delta"] == pytest.approx(endpoint["best"][0] - endpoint["baseline"][0])
-        kept_nothing = row["counts"]["keep"] == 1  # only the baseline: the incumbent is the baseline
+        kept_nothing = row["counts"]["keep"] == 0  # (counts exclude the baseline) the incumbent is the baseline
         assert not kept_nothing or endpoint["best"] == endpoint["baseline"]
         assert (out / row["run_dir"] / "journal.jsonl").is_file()
         assert row["run_dir"] == f"runs/{row['group']}-r{row['repeat']}"
