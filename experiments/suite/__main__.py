@@ -26,7 +26,7 @@ from experiments.suite import HELD_OUT, OPTIMUM, TARGETS, Crash, measure, space_
 from experiments.suite.references import REFERENCES, make_searcher, run_search
 
 ROWS = "trials.jsonl.gz"
-GROUP_NAMES = ("A", "B", "C", "D", "P")
+GROUP_NAMES = ("A", "B", "C", "D", "P", "S")
 ARMS = (*GROUP_NAMES, *REFERENCES)
 
 
@@ -203,7 +203,8 @@ def cmd_report(args: argparse.Namespace) -> int:
              "deterministic rule-based stand-in, not an LLM; their figures say what the machinery does with it, "
              "not what a language model would do. P (placebo) is group A plus a mechanism loaded like a generated one "
              "(sandboxed worker, proxy) whose hooks are called and change nothing: its effect count reads 0, and a "
-             "difference between P and A would be the machinery's, not a mechanism's. "
+             "difference between P and A would be the machinery's, not a mechanism's. S is group A keeping by strict "
+             "improvement instead of the default noise-aware rule. "
              "References: random, coordinate search, TPE, CMA-ES.", "",
              f"Rows: `{ROWS}` ({len(rows)} trials). Regret = noise-free value of the final incumbent − known optimum "
              f"({OPTIMUM}); lower is better. Held-out targets: {', '.join(HELD_OUT)}. Wasted: a trial spent on a "

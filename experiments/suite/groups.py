@@ -12,7 +12,8 @@ same proposer, Level 1.5, Level 2 and schedule — with two differences, both fa
   constants read back and measured with the run's training seed), so a trial costs milliseconds.
 
 Groups: A = Level 1, B = 1 + 1.5, C = 1 + 1.5 + 2, D = 1 + 2, P = the placebo arm (Level 1 plus a
-mechanism loaded as a generated one whose hooks are called and change nothing).
+mechanism loaded as a generated one whose hooks are called and change nothing), S = group A under
+strict improvement (every other group keeps by the default noise-aware rule).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from domains.train_opt.session import TrainDomain, TrainSettings
 from experiments.suite import TARGETS, Crash, measure, space_for
 from experiments.suite import functions as suite_functions
 
-GROUPS = {"A": ("1",), "B": ("1", "1.5"), "C": ("1", "1.5", "2"), "D": ("1", "2"), "P": ("1",)}
+GROUPS = {"A": ("1",), "B": ("1", "1.5"), "C": ("1", "1.5", "2"), "D": ("1", "2"), "P": ("1",), "S": ("1",)}
+STRICT = ("S",)  # group A under strict improvement instead of the default noise-aware keep rule
 PLACEBO = "placebo"
 # The placebo arm: Level 1 plus this mechanism, loaded as a generated one is (written, linted, run in
 # a sandboxed worker, called through the proxy). Every hook is called and answers "no change", so
@@ -112,7 +114,10 @@ def narrowed_specs(specs: dict[str, tgt.ParamSpec], space: SearchSpace) -> dict[
 
 
 class SuiteExecutor(Executor):
-    """Edit ``train.py`` as train_opt does, then measure its constants in-process."""
+    """Edit ``train.py`` as train_opt does, then measure its constants in-process (with the trial's
+    training seed: a replicate's own, so the noise-aware rule can measure the noise)."""
+
+    seeded = True
 
     def __init__(self, *, name: str, original: Path, specs: dict[str, tgt.ParamSpec], seed: int) -> None:
         self.name, self.original, self.specs, self.seed = name, original, specs, seed
@@ -200,8 +205,10 @@ class SuiteSession(BilevelRun):
 
 def run_group(name: str, group: str, seed: int, *, cycles: int, budget: int, run_dir: Path) -> list[TrialRecord]:
     """One run of ``group`` on target ``name`` with seed ``seed``; returns its inner-loop records."""
+    # every arm spends its whole budget (a reference never stops early), so the failing-run stop is off
     settings = validate(SuiteSettings, {"suite_target": name, "levels": GROUPS[group], "seed": seed,
-                                        "inner_budget": budget, "outer_cycles": cycles})
+                                        "inner_budget": budget, "outer_cycles": cycles, "max_failed_in_a_row": 0,
+                                        "decision": "strict" if group in STRICT else "noise-aware"})
     session = SuiteSession.start(settings, run_dir)
     try:
         if group == "P":

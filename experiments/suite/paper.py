@@ -77,7 +77,7 @@ def write(results: Path, out: Path) -> None:
     atomic_write_text(out / "suite_table.tex", "\n".join(lines) + "\n")
 
     refs = [r for r in REFERENCES if any((t, r) in table for t in targets)]
-    pairs = [("C", "A"), ("B", "A"), ("D", "A"), ("P", "A")] + [("A", r) for r in refs] + [("C", r) for r in refs]
+    pairs = [("C", "A"), ("B", "A"), ("D", "A"), ("P", "A"), ("A", "S")] + [("A", r) for r in refs] + [("C", r) for r in refs]
     rows = comparisons(table, targets, pairs)
     text = [HEADER.format(source=source)]
     helped = [r for r in rows if (r[1], r[2]) == ("C", "A") and r[4] is not None and r[4] < ALPHA and r[3].mean_diff < 0]
