@@ -223,14 +223,16 @@ def design(seed: int, diagnosis: dict, *, avoid: tuple[str, ...] = (), feedback:
 
 
 def _diagnosis(top: str) -> dict[str, float]:
-    return {t["addresses"]: (0.9 if name == top else 0.1) for name, t in TEMPLATES.items()}
+    return {t["addresses"]: (0.9 if t["addresses"] == TEMPLATES[top]["addresses"] else 0.1) for t in TEMPLATES.values()}
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
 def test_design_picks_the_template_addressing_the_top_diagnosis(template):
     picks = Counter(design(seed, _diagnosis(template)).template for seed in range(40))
-    assert picks.most_common(1)[0][0] == template
-    assert picks[template] >= 26  # about 85%: a seeded minority explores the runner-up
+    # templates that address the same diagnosis tie; the designer takes the first by name
+    expected = min(t for t in TEMPLATES if TEMPLATES[t]["addresses"] == TEMPLATES[template]["addresses"])
+    assert picks.most_common(1)[0][0] == expected
+    assert picks[expected] >= 26  # about 85%: a seeded minority explores the runner-up
 
 
 def test_design_is_deterministic_per_seed_and_parameterised_inside_the_budget():
@@ -256,10 +258,10 @@ def test_a_trace_full_of_crashes_leads_the_designer_to_the_crash_template():
     assert picks.most_common(1)[0][0] == "step_size", (diagnosis, picks)
 
 
-def test_a_trace_of_repeated_regions_leads_the_designer_to_tabu():
+def test_a_trace_of_repeated_regions_leads_the_designer_to_a_template_for_repeats():
     history = [_record(i, {"MATRIX_LR": 0.05}, Status.DISCARD, 1.0 + i / 100) for i in range(1, 7)]
     history += [_record(7, {"DEPTH": 9}, Status.KEEP, 0.9)]
     diagnosis = diagnose(history, ALL)
     assert max(diagnosis, key=diagnosis.get) == "repeats"
     picks = Counter(design(seed, diagnosis).template for seed in range(10))
-    assert picks.most_common(1)[0][0] == "tabu"
+    assert TEMPLATES[picks.most_common(1)[0][0]]["addresses"] == "repeats"  # pattern or tabu
