@@ -139,7 +139,7 @@ def test_level_2_prompt_states_the_protocol_and_the_rules_of_the_isolated_host()
     for fact in ("ProposalContext:", "TrialRecord:", "FilterVerdict.reject", "Constraints(avoid_regions",
                  "no network, no files, no subprocesses", "JSON", "5 s", "eval/exec", "exactly one class"):
         assert fact in prompt, fact
-    assert len(prompt) < 6_000  # the old prompt sent a 5,000-character example alone
+    assert len(prompt) < 7_000  # seven templates in the menu; the old prompt sent a 5,000-character example alone
 
 
 def test_the_level_2_example_is_a_valid_mechanism(tmp_path):
