@@ -8,7 +8,10 @@
 2. The controller's own cost per trial at K = 4 (and K = 1) with a no-op target: an in-memory
    executor that returns at once, so everything measured is proposing, journaling, the pool's
    threads and the in-order decisions.
-3. With Ray installed: run 1 at K = 2 as Ray tasks on a local Ray instance (``--executor ray``,
+3. Quality per trial (``--quality-seeds N``): the same run on a near-instant version of the target
+   for seeds 0…N-1 at K = 1 and K = 2, mean best-so-far after 6, 12 and 24 trials (a batch's
+   candidates are all built on the incumbent at its start, so some loss per trial is expected).
+4. With Ray installed: run 1 at K = 2 as Ray tasks on a local Ray instance (``--executor ray``,
    one CPU declared per trial); Ray's start-up is reported apart.
 
 Not a test: it prints figures, with the machine's load average before and after (other work on
@@ -69,12 +72,12 @@ def calibrate(seconds: float) -> int:
         n *= 2
 
 
-def script_run(project: Path, run_dir: Path, *, trials: int, k: int, executor: str = "local") -> dict:
+def script_run(project: Path, run_dir: Path, *, trials: int, k: int, executor: str = "local", seed: int = 0) -> dict:
     from domains.script_opt.session import ScriptSession, make_settings
 
     settings = make_settings(target_dir=str(project), cmd="python fn.py", metric="loss", levels=("1",),
                              inner_budget=trials, outer_cycles=1, parallel=k, executor=executor,
-                             trial_threads=1, params=("X", "Y", "Z"))
+                             trial_threads=1, params=("X", "Y", "Z"), seed=seed)
     started = time.perf_counter()
     session = ScriptSession.start(settings, run_dir)
     ready = time.perf_counter()  # Ray's start-up (make_pool) happens while the session is built
@@ -130,6 +133,7 @@ def main() -> None:
     parser.add_argument("--trial-seconds", type=float, default=1.0)
     parser.add_argument("--noop-trials", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=1, help="alternate K=1 / K=2 runs this many times")
+    parser.add_argument("--quality-seeds", type=int, default=0, help="seeds of the quality-per-trial comparison")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -149,6 +153,14 @@ def main() -> None:
         out["speedup_search_each"] = [round(one["search_s"] / two["search_s"], 3) for one, two in pairs]
         out["speedup_search"] = round(median(one["search_s"] / two["search_s"] for one, two in pairs), 3)
         out["speedup_wall"] = round(median(one["wall_s"] / two["wall_s"] for one, two in pairs), 3)
+        if args.quality_seeds:
+            fast = tmp / "fast"
+            fast.mkdir()
+            (fast / "fn.py").write_text(TARGET.format(n=1000, seconds=0.0))
+            at = [t for t in (6, 12, 24) if t <= args.trials]
+            curves = {k: [script_run(fast, tmp / f"q{k}-{seed}", trials=args.trials, k=k, seed=seed)["best_so_far"]
+                          for seed in range(args.quality_seeds)] for k in (1, 2)}
+            out["quality"] = {k: {t: round(sum(c[t - 1] for c in cs) / len(cs), 4) for t in at} for k, cs in curves.items()}
         out["overhead_ms_per_trial"] = {k: round(overhead(k, args.noop_trials, tmp) * 1000, 3) for k in (1, 4)}
         if not args.no_ray:
             try:
@@ -170,6 +182,9 @@ def main() -> None:
           "target >= 1.8x)")
     print(f"controller overhead per trial (no-op target): K=1 {out['overhead_ms_per_trial'][1]:.2f} ms, "
           f"K=4 {out['overhead_ms_per_trial'][4]:.2f} ms")
+    for k, means in out.get("quality", {}).items():
+        print(f"K={k}: mean best-so-far over {args.quality_seeds} seeds after " +
+              ", ".join(f"{t} trials {v:.4f}" for t, v in means.items()))
     if isinstance(out.get("ray"), dict):
         r = out["ray"]
         print(f"K=2 Ray (local instance): wall {r['wall_s']:.2f} s of which start-up {r['startup_s']:.2f} s, "
