@@ -49,7 +49,7 @@ RESULTS = "results.jsonl"
 ARGS = "ablation.json"
 HARNESS = Path(__file__).resolve().parents[1] / "domains" / "train_opt" / "harness"
 # Identity of an ablation: a row is comparable to another only if all of these are equal.
-IDENTITY = ("iterations", "cycles", "time_budget", "flop_budget", "endpoint_seeds", "provider", "model", "target_dir", "target_sha256", "seed",
+IDENTITY = ("iterations", "cycles", "time_budget", "flop_budget", "endpoint_seeds", "parallel", "provider", "model", "target_dir", "target_sha256", "seed",
             "threads", "trial_timeout_s", "trial_memory_gb")
 
 
@@ -122,7 +122,7 @@ def resolve_arguments(out: Path, given: dict[str, Any], *, workers: int, executo
         except ValueError:
             raise UserError(f"{out / ARGS} is damaged; use a new --out") from None
     defaults = {"groups": "A,B,C,D", "repeats": 3, "iterations": 9, "cycles": 3, "time_budget": None,
-                "flop_budget": None, "endpoint_seeds": 2, "provider": "offline", "model": None, "target_dir": None, "seed": 0, "threads": None,
+                "flop_budget": None, "endpoint_seeds": 2, "parallel": 1, "provider": "offline", "model": None, "target_dir": None, "seed": 0, "threads": None,
                 "trial_timeout_s": None, "trial_memory_gb": None}
     args: dict[str, Any] = {}
     for key, default in defaults.items():
@@ -167,6 +167,8 @@ def _validate(args: dict[str, Any]) -> None:
         raise UserError("--flop-budget must be positive")
     if args["flop_budget"] is not None and args["time_budget"] is not None:
         raise UserError("--time-budget and --flop-budget both set; give one (fixed compute: --flop-budget)")
+    if args["parallel"] < 1:
+        raise UserError("--parallel must be at least 1")
     if args["endpoint_seeds"] < 0:
         raise UserError("--endpoint-seeds must be 0 or more")
     if args["threads"] < 1:
@@ -284,6 +286,8 @@ def run(
     time_budget: float | None = typer.Option(None, help="Training seconds per trial (bundled harness)."),
     flop_budget: float | None = typer.Option(None, help="Training FLOPs per trial (bundled harness; fixed compute: "
                                              "repeatable trials). Default on a CPU: the harness's own."),
+    parallel: int | None = typer.Option(None, help="Trials each repeat runs at a time (default: 1), each with --threads "
+                                        "threads: mind workers x parallel x threads against your cores."),
     endpoint_seeds: int | None = typer.Option(None, help="Held-out training seeds on which the baseline and each "
                                               "repeat's best configuration are re-measured (default: 2)."),
     provider: str | None = typer.Option(None, help="Researcher for every level of A-D (default: offline)."),
@@ -307,6 +311,7 @@ def run(
         _fail(f"--executor {executor!r} is invalid; use local or ray")
     given = {"groups": groups, "repeats": repeats, "iterations": iterations, "cycles": cycles,
              "time_budget": time_budget, "flop_budget": flop_budget, "endpoint_seeds": endpoint_seeds,
+             "parallel": parallel,
              "provider": provider, "model": model,
              "target_dir": str(target_dir) if target_dir else None, "seed": seed, "threads": threads,
              "trial_timeout_s": trial_timeout, "trial_memory_gb": trial_memory_gb}

@@ -76,6 +76,7 @@ class Plan(BaseModel):
     time_budget: float | None = None
     flop_budget: float | None = None
     endpoint_seeds: int = 0
+    parallel: int = 1
     provider: str = "offline"
     model: str | None = None
     target_dir: str | None = None
@@ -89,11 +90,12 @@ class Plan(BaseModel):
         llm = {"provider": self.provider, "model": self.model} if group.uses_llm else {"provider": "offline"}
         return make_settings(levels=group.levels, inner_budget=self.iterations // self.cycles, outer_cycles=self.cycles,
                              time_budget=self.time_budget, flop_budget=self.flop_budget, target_dir=self.target_dir, seed=self.seed + repeat,
-                             threads=self.threads, trial_timeout_s=self.trial_timeout_s, command=command, **llm)
+                             threads=self.threads, trial_timeout_s=self.trial_timeout_s, command=command,
+                             parallel=self.parallel, **llm)
 
     def row_settings(self) -> dict[str, Any]:
         return {"time_budget": self.time_budget, "flop_budget": self.flop_budget,
-                "endpoint_seeds": self.endpoint_seeds, "cycles": self.cycles, "iterations": self.iterations,
+                "endpoint_seeds": self.endpoint_seeds, "parallel": self.parallel, "cycles": self.cycles, "iterations": self.iterations,
                 "threads": self.threads, "target": self.target_dir or "bundled"}
 
 

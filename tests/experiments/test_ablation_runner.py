@@ -66,7 +66,7 @@ def test_tiny_ablation_writes_one_row_per_repeat_with_exactly_the_agreed_keys(ti
         assert row["iterations"] == 2 and sum(row["counts"].values()) == 2
         assert set(row["counts"]) == {s.value for s in Status}
         assert set(row["usage"]) == {"calls", "prompt_tokens", "completion_tokens", "cost_usd"}
-        assert row["settings"] == {"time_budget": None, "flop_budget": None, "endpoint_seeds": 1, "cycles": 2,
+        assert row["settings"] == {"time_budget": None, "flop_budget": None, "endpoint_seeds": 1, "parallel": 1, "cycles": 2,
                                    "iterations": 2, "threads": 1, "target": str(standin.resolve())}
         assert row["delta"] == pytest.approx(row["best"] - row["baseline"])
         # the endpoint re-measures baseline and final incumbent on a held-out seed, not the run's own
@@ -295,3 +295,16 @@ def test_groups_given_on_an_existing_ablation_run_only_those_and_keep_the_others
     assert sorted((r["group"], r["repeat"]) for r in read_rows(out)) == [("A", 0), ("A", 1), ("A", 2), ("RANDOM", 0)]
     assert "(3/3)" in result.output  # progress counts the groups that run
     assert json.loads((out / "ablation.json").read_text())["groups"] == ["A", "RANDOM"]
+
+
+def test_an_ablation_runs_its_repeats_with_parallel_trials_and_the_same_trial_count(standin, tmp_path):
+    out = tmp_path / "k2"
+    result = invoke("run", "--groups", "A,TPE", "--repeats", "1", "--iterations", "4", "--cycles", "2", "--threads", "1",
+                    "--trial-timeout", "20", "--endpoint-seeds", "0", "--parallel", "2", "--target-dir", standin,
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    for row in read_rows(out):
+        assert row["settings"]["parallel"] == 2
+        assert sum(row["counts"].values()) == 4  # K = 2 spends the budget K = 1 would
+        assert json.loads((out / row["run_dir"] / "settings.json").read_text())["parallel"] == 2
+    assert invoke("run", "--parallel", "0", "--out", tmp_path / "bad").exit_code == 2
