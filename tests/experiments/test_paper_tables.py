@@ -192,3 +192,16 @@ def test_make_tables_runs_without_latex(tmp_path: Path) -> None:
     # the suite's table and reading come from the committed suite rows (make's SUITE default)
     assert "\\label{tab:suite}" in (out / "suite_table.tex").read_text()
     assert "paired seeds" in (out / "suite_reading.tex").read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_committed_tables_regenerate_from_the_committed_rows_with_one_command(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    done = subprocess.run(["make", "-s", "-C", str(REPO / "paper"), "tables", f"OUT={out}", f"PYTHON={sys.executable}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    committed = REPO / "paper" / "generated"
+    texts = sorted(p.name for p in committed.glob("*.tex"))
+    assert "paired_table.tex" in texts and "suite_table.tex" in texts
+    for name in texts:  # every number in the paper comes from the committed harness and suite rows
+        assert (out / name).read_text(encoding="utf-8") == (committed / name).read_text(encoding="utf-8"), name
