@@ -12,7 +12,9 @@ import ast
 import difflib
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
@@ -114,3 +116,24 @@ def values(source: str) -> dict[str, Any]:
 def diff(old: str, new: str, name: str = "script") -> str:
     return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
                                         fromfile=f"{name} (parent)", tofile=f"{name} (candidate)"))
+
+
+def measured_changes(history: Iterable[Any], run_dir: Path, current: dict[str, Any], *,
+                     read: Callable[[str], dict[str, Any]] = values,
+                     max_changes: int | None = None) -> list[dict[str, Any]]:
+    """Each configuration already measured (a record's artifact), as its changes from ``current``,
+    deduplicated; the offline researchers are told not to propose these again. ``read`` gives a
+    script's constants (a domain's own parser); ``max_changes`` drops configurations further away."""
+    out: list[dict[str, Any]] = []
+    for record in history:
+        path = run_dir / record.artifact if record.artifact else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            found = read(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, SyntaxError):
+            continue
+        diff = {k: v for k, v in found.items() if k in current and v != current[k]}
+        if diff and (max_changes is None or len(diff) <= max_changes) and diff not in out:
+            out.append(diff)
+    return out

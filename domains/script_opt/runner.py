@@ -57,19 +57,7 @@ class ConstantProposer(Proposer):
 
     def measured(self, ctx: ProposalContext, current: dict[str, Any]) -> list[dict[str, Any]]:
         """Each configuration already measured, as its changes from the incumbent (never re-proposed)."""
-        out: list[dict[str, Any]] = []
-        for record in ctx.history:
-            path = self.run_dir / record.artifact if record.artifact else None
-            if path is None or not path.is_file():
-                continue
-            try:
-                values = editable.values(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, SyntaxError):
-                continue
-            diff = {k: v for k, v in values.items() if k in current and v != current[k]}
-            if diff and diff not in out:
-                out.append(diff)
-        return out
+        return editable.measured_changes(ctx.history, self.run_dir, current)
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         parent = self.run_dir / ctx.incumbent if ctx.incumbent else self.original

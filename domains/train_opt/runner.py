@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from core import editable
 from core.plugins import Proposer, pooled_noise
 from core.records import Proposal, ProposalContext, Status, TrialRecord
 from domains.train_opt import target as tgt
@@ -138,19 +139,8 @@ class LLMProposer(Proposer):
     def measured_changes(self, ctx: ProposalContext, current: dict[str, Any]) -> list[dict[str, Any]]:
         """Each configuration already measured in this loop, as its changes from the incumbent
         (the researcher is told not to propose them again; the controller refuses them anyway)."""
-        out: list[dict[str, Any]] = []
-        for record in ctx.history:
-            path = self.run_dir / record.artifact if record.artifact else None
-            if path is None or not path.is_file():
-                continue
-            try:
-                values = tgt.values(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, SyntaxError):
-                continue
-            diff = {k: v for k, v in values.items() if k in current and v != current[k]}
-            if diff and len(diff) <= MEASURED_MAX_CHANGES and diff not in out:
-                out.append(diff)
-        return out
+        return editable.measured_changes(ctx.history, self.run_dir, current, read=tgt.values,
+                                         max_changes=MEASURED_MAX_CHANGES)
 
     def request_context(self, ctx: ProposalContext, current: dict[str, Any]) -> dict[str, Any]:
         search = ctx.search
