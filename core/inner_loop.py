@@ -369,11 +369,12 @@ class InnerLoopController:
             return call()
         return call_with_deadline(call, timeout_s=self.hook_timeout_s)
 
-    def _hook(self, hook: str, *args: Any) -> Iterator[tuple[AttachedMechanism, Any]]:
-        """Call ``hook`` on each attached mechanism that implements it, lazily: a caller that stops
-        at the first answer (``propose``, ``decide``) leaves the later mechanisms uncalled."""
+    def _hook(self, hook: str, *args: Any, skip: set[str] | frozenset[str] = frozenset()) -> Iterator[tuple[AttachedMechanism, Any]]:
+        """Call ``hook`` on each attached mechanism that implements it (but those named in ``skip``),
+        lazily: a caller that stops at the first answer (``propose``, ``decide``) leaves the later
+        mechanisms uncalled."""
         for attached in list(self.mechanisms):
-            if hook in attached.hooks and attached in self.mechanisms:
+            if hook in attached.hooks and attached in self.mechanisms and attached.name not in skip:
                 ok, out = self._call(attached, hook, *args)
                 if ok:
                     yield attached, out
@@ -407,11 +408,14 @@ class InnerLoopController:
 
     def _propose(self, ctx: ProposalContext) -> tuple[Proposal | None, tuple[str, ...]]:
         feedback: list[str] = list(ctx.feedback)  # a batch re-asks with its refusals (a duplicate in flight)
+        refused: set[str] = set()  # mechanisms whose candidate was refused: the proposer is asked instead
         for _attempt in range(self.max_reasks + 1):
             asked = ctx.model_copy(update={"feedback": tuple(feedback)})
             candidate = None
-            for attached, out in self._hook("propose", asked):
+            source = None
+            for attached, out in self._hook("propose", asked, skip=refused):
                 if out is not None:
+                    source = attached.name
                     # bookkeeping is the controller's: no mechanism may pass its candidate off as the baseline
                     keep_origin = out.origin not in ("proposer", BASELINE, REPLICATE)
                     candidate = out if keep_origin else out.model_copy(update={"origin": attached.name})
@@ -445,6 +449,8 @@ class InnerLoopController:
             if rejected is None:
                 return candidate, tuple(feedback)
             feedback.append(rejected)
+            if source is not None:
+                refused.add(source)  # a mechanism that cannot see the constraint would offer it again
         return None, tuple(feedback)
 
     def step(self, cycle: int = 0, *, baseline: bool = False) -> TrialRecord:

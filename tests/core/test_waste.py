@@ -175,3 +175,28 @@ def test_context_shows_no_waste_to_a_proposer_that_reads_history(tmp_path: Path)
     ctl, executor, records = run(tmp_path, Careful([x(0.0)]), iterations=6)
     assert all(not r.rejections for r in records)  # never refused: it was never asked again
 
+
+
+@pytest.mark.parametrize("offer", [
+    pytest.param(lambda ctx: x(-1.0), id="infeasible every time"),
+    pytest.param(lambda ctx: x(3.0), id="the baseline's configuration every time"),
+    pytest.param(lambda ctx: x(-float(ctx.iteration)), id="a different infeasible one each call"),
+])
+def test_a_mechanism_whose_candidate_is_refused_hands_the_step_to_the_proposer(tmp_path: Path, offer) -> None:
+    # a proposing mechanism that cannot see a constraint would offer a wasted trial on every re-ask and
+    # turn the iteration into a rejected one; after one refusal the proposer is asked instead
+    calls: list[int] = []
+
+    def propose(ctx: ProposalContext) -> Proposal:
+        calls.append(ctx.iteration)
+        return offer(ctx)
+
+    ctl = make_controller(tmp_path / "run", proposer=ScriptedProposer([x(v / 10) for v in range(1, 30)]),
+                          executor=FullConfigExecutor())
+    ctl.attach(make_mechanism("blind", propose=propose))
+    ctl.ensure_baseline()
+    records = ctl.run_cycle(0, 4)
+    assert all(r.status is not Status.REJECTED for r in records)
+    assert [len(r.rejections) for r in records] == [1, 1, 1, 1]  # its one refused offer per step
+    assert calls == [1, 2, 3, 4]  # asked once per step, not on every re-ask
+    assert all(r.proposal.origin == "proposer" for r in records)
