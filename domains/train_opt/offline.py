@@ -10,8 +10,9 @@ carries — no text is "understood":
   step inside its range. Frozen parameters are never touched; a configuration already measured (the
   request's ``measured`` list, or a ``duplicate:`` refusal in the feedback) is never proposed.
 * ``train_opt.analyze``  a Level-1.5 config patch from trace statistics, by fixed rules; it never
-  freezes a parameter with a direction not tried yet (the request's ``untried``) and names those
-  directions in its guidance when it explores.
+  freezes a parameter with a direction not tried yet (the request's ``untried``) or tried fewer than
+  three times, and its guidance names the directions not tried yet on parameters that have not paid,
+  and after keeps every direction that paid (not one past a failed move that way).
 * ``train_opt.design_mechanism``  a Level-2 design: the library template that addresses the
   diagnosed bottleneck, parameterised from the trace, skipping designs the feedback rejected.
 
@@ -150,7 +151,7 @@ def analyze(request: Any) -> dict[str, Any]:
     reasons = []
     untried: dict[str, list[str]] = ctx.get("untried", {})
     # never freeze a parameter with a direction not tried yet: it may be the one that helps
-    dead = sorted((p for p in active if per_param.get(p, {}).get("tries", 0) >= 2 and per_param[p].get("keeps", 0) == 0
+    dead = sorted((p for p in active if per_param.get(p, {}).get("tries", 0) >= 3 and per_param[p].get("keeps", 0) == 0
                    and not untried.get(p)), key=lambda p: -per_param[p]["tries"])
     room = max(0, len(active) - config.get("min_active", 3))
     patch["freeze"] = dead[: min(config.get("max_freeze_per_cycle", 2), room)]
@@ -163,15 +164,26 @@ def analyze(request: Any) -> dict[str, Any]:
     if stats.get("crash_rate", 0) > 0.3:
         patch["step_scale"] = max(0.25, config.get("step_scale", 1.0) * 0.5)
         reasons.append(f"crash rate {stats['crash_rate']:.0%}: smaller steps")
+    fresh = [p for p in active if per_param.get(p, {}).get("tries", 0) == 0]
+    halves = [f"{p}:{d[0]}" for p, d in untried.items() if p in active and p not in fresh and len(d) == 1]
     if stats.get("keeps", 0) > 0 and plateau < 3:
-        patch["strategy"] = "exploit"
-        best = max(per_param, key=lambda p: per_param[p].get("keeps", 0), default=None)
-        patch["guidance"] = f"Keeps came from {best}; refine around the incumbent." if best else ""
-        reasons.append("recent keeps: exploit")
+        # follow every direction that paid (not only the best parameter's: over-concentrating on one
+        # knob leaves the others untuned), and keep exploring while some parameter is still untried
+        # ... except where a move that way has already failed (an edge: a divergence, out of memory)
+        paid = [f"{p}:{e['kept_direction']}" for p, e in sorted(per_param.items())
+                if p in active and e.get("keeps", 0) > 0 and e.get("kept_direction") in ("up", "down")
+                and e["kept_direction"] not in e.get("crashed_directions", ())]
+        patch["strategy"] = "explore" if fresh else "exploit"
+        # an untried direction is worth a try where that parameter has not paid yet (the other way
+        # from a direction that paid is usually back downhill)
+        open_halves = [h for h in halves if per_param.get(h.split(":")[0], {}).get("keeps", 0) == 0]
+        parts = [f"Not tried yet: {', '.join(open_halves[:4])}." if open_halves else "",
+                 f"Try parameters not yet explored: {', '.join(fresh[:4])}." if fresh else "",
+                 f"Keeps came from moving {', '.join(paid)}: continue those directions." if paid else ""]
+        patch["guidance"] = " ".join(p for p in parts if p)
+        reasons.append("recent keeps: follow the directions that paid")
     else:
         patch["strategy"] = "explore"
-        fresh = [p for p in active if per_param.get(p, {}).get("tries", 0) == 0]
-        halves = [f"{p}:{d[0]}" for p, d in untried.items() if p in active and p not in fresh and len(d) == 1]
         parts = [f"Try parameters not yet explored: {', '.join(fresh[:4])}." if fresh else "",
                  f"Not tried yet: {', '.join(halves[:4])}." if halves else ""]
         patch["guidance"] = " ".join(p for p in parts if p)

@@ -16,13 +16,18 @@ def search_records(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> list
 
 
 def param_stats(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> dict[str, dict[str, Any]]:
-    """Per parameter: tries, keeps, crashes, and the direction of its last kept change."""
+    """Per parameter: tries, keeps, crashes, the direction of its last kept change and the
+    directions in which a move failed (crash, FAIL, timeout)."""
     stats: dict[str, dict[str, Any]] = {}
     for record in search_records(history):
         region_dirs = dict(part.split(":", 1) for part in record.proposal.region.split("+") if ":" in part)
         for name in record.proposal.changes:
-            entry = stats.setdefault(name, {"tries": 0, "keeps": 0, "crashes": 0, "kept_direction": None})
+            entry = stats.setdefault(name, {"tries": 0, "keeps": 0, "crashes": 0, "kept_direction": None,
+                                            "crashed_directions": []})
             entry["tries"] += 1
+            way = region_dirs.get(name)
+            if record.status in (Status.CRASH, Status.FAIL, Status.TIMEOUT) and way and way not in entry["crashed_directions"]:
+                entry["crashed_directions"].append(way)  # a move this way has failed: past an edge
             if record.status is Status.KEEP:
                 entry["keeps"] += 1
                 entry["kept_direction"] = region_dirs.get(name)

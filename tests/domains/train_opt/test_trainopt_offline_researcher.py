@@ -168,8 +168,9 @@ def test_analyze_freezes_parameters_tried_repeatedly_without_a_keep(run):
         _record(3, {"DEPTH": 7}, Status.DISCARD, 1.01),
         _record(4, {"HEAD_DIM": 64}, Status.CRASH),
         _record(5, {"HEAD_DIM": 256}, Status.DISCARD, 1.1),
-        _record(6, {"MATRIX_LR": 0.06}, Status.KEEP, 0.99),
-        _record(7, {"MATRIX_LR": 0.07}, Status.DISCARD, 0.995),
+        _record(6, {"HEAD_DIM": 32}, Status.DISCARD, 1.1),
+        _record(7, {"MATRIX_LR": 0.06}, Status.KEEP, 0.99),
+        _record(8, {"MATRIX_LR": 0.07}, Status.DISCARD, 0.995),
     ]
     config = initial_config(ALL)
     new = analyze_and_patch(client=client(level="outer"), journal=run.journal, config=config, history=history, cycle=0)
@@ -182,11 +183,48 @@ def test_analyze_freezes_parameters_tried_repeatedly_without_a_keep(run):
 
 def test_analyze_freezes_no_more_than_allowed_and_keeps_min_active(run):
     history = [_record(i, {name: value}, Status.DISCARD, 1.1)
-               for i, (name, value) in enumerate([("DEPTH", 6), ("DEPTH", 7), ("HEAD_DIM", 64), ("HEAD_DIM", 256),
-                                                  ("MATRIX_LR", 0.07), ("MATRIX_LR", 0.03)], start=1)]
+               for i, (name, value) in enumerate([("DEPTH", 6), ("DEPTH", 7), ("DEPTH", 12), ("HEAD_DIM", 64),
+                                                  ("HEAD_DIM", 256), ("HEAD_DIM", 32), ("MATRIX_LR", 0.07),
+                                                  ("MATRIX_LR", 0.03), ("MATRIX_LR", 0.01)], start=1)]
     config = SearchConfig(active_params=("DEPTH", "HEAD_DIM", "MATRIX_LR", "WARMUP_RATIO"), min_active=3)
     new = analyze_and_patch(client=client(level="outer"), journal=run.journal, config=config, history=history, cycle=0)
     assert len(new.frozen_params) == 1 and len(new.active_params) == 3
+
+
+def test_analyze_does_not_freeze_a_parameter_after_two_tries(run):
+    # two tries without a keep is within the noise of a 10-trial cycle: too little to drop a knob
+    history = [_record(1, {"DEPTH": 6}, Status.DISCARD, 1.1), _record(2, {"DEPTH": 12}, Status.DISCARD, 1.1)]
+    new = analyze_and_patch(client=client(level="outer"), journal=run.journal, config=initial_config(ALL),
+                            history=history, cycle=0)
+    assert "DEPTH" in new.active_params and not new.frozen_params
+
+
+def test_analyze_after_keeps_follows_every_direction_that_paid(run):
+    history = [
+        TrialRecord(loop="inner", iteration=0, status=Status.KEEP, score=1.0, proposal=Proposal(origin="baseline")),
+        _record(1, {"MATRIX_LR": 0.06}, Status.KEEP, 0.99),
+        _record(2, {"WARMUP_RATIO": 0.2}, Status.KEEP, 0.98),
+        _record(3, {"DEPTH": 6}, Status.DISCARD, 0.985),
+    ]
+    new = analyze_and_patch(client=client(level="outer"), journal=run.journal, config=initial_config(ALL),
+                            history=history, cycle=0)
+    # both parameters that paid are named with their direction, not only the one with most keeps
+    assert "MATRIX_LR:up" in new.guidance and "WARMUP_RATIO:up" in new.guidance
+    # a parameter that has not paid gets its untried direction named; a paid one does not get its reverse
+    assert "DEPTH:up" in new.guidance and "MATRIX_LR:down" not in new.guidance  # DEPTH was tried down
+
+
+@pytest.mark.parametrize("failed", [Status.CRASH, Status.FAIL, Status.TIMEOUT])
+def test_analyze_does_not_push_a_direction_past_a_failure(run, failed):
+    history = [
+        TrialRecord(loop="inner", iteration=0, status=Status.KEEP, score=1.0, proposal=Proposal(origin="baseline")),
+        _record(1, {"MATRIX_LR": 0.06}, Status.KEEP, 0.99),
+        _record(2, {"MATRIX_LR": 0.2}, failed),
+        _record(3, {"WARMUP_RATIO": 0.2}, Status.KEEP, 0.98),
+    ]
+    new = analyze_and_patch(client=client(level="outer"), journal=run.journal, config=initial_config(ALL),
+                            history=history, cycle=0)
+    assert "MATRIX_LR:up" not in new.guidance and "WARMUP_RATIO:up" in new.guidance
 
 
 def test_analyze_unfreezes_on_a_plateau(run):
