@@ -22,22 +22,27 @@ from the journaled history, so a resumed run repeats none.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from statistics import fmean
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from core.deadline import call_with_deadline
+from core.attachment import (  # noqa: F401 - re-exported: the names callers import from here
+    TAIL_CHARS,
+    AttachedMechanism,
+    DetachCallback,
+    MechanismSlots,
+    hook_call_totals,
+    hook_effect_totals,
+    overridden_hooks,
+    tail,
+)
 from core.errors import (
-    HookTimeout,
-    MechanismError,
     ProviderError,
     ProviderOutage,
     ReplayMissError,
@@ -46,8 +51,7 @@ from core.errors import (
     StructuredOutputError,
     TrialsFailing,
 )
-from core.host import RemoteMechanism
-from core.mechanism import HOOKS, Mechanism
+from core.measurements import Measurements
 from core.plugins import (
     Decider,
     Evaluator,
@@ -65,13 +69,11 @@ from core.records import (
     EvalInput,
     Evaluation,
     ExecutionResult,
-    FilterVerdict,
     Guidance,
     Proposal,
     ProposalContext,
     Status,
     TrialRecord,
-    canonical_json,
 )
 from core.state import RunDir
 
@@ -80,43 +82,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TAIL_CHARS = 2000
 MAX_ARTIFACT_BYTES = 5_000_000
 _RESULT_STATUS = {"crash": Status.CRASH, "fail": Status.FAIL, "timeout": Status.TIMEOUT}
-_HOOK_TYPES: dict[str, tuple[type, ...]] = {
-    "guidance": (Guidance,),
-    "propose": (Proposal,),
-    "filter": (FilterVerdict,),
-    "decide": (bool,),
-    "observe": (object,),
-}
 
 
-def tail(text: str, n: int = TAIL_CHARS) -> str:
-    return text if len(text) <= n else text[-n:]
-
-
-def overridden_hooks(instance: Mechanism) -> tuple[str, ...]:
-    if isinstance(instance, RemoteMechanism):  # what the worker reported at load time
-        return instance.hooks
-    cls = type(instance)
-    return tuple(h for h in HOOKS if getattr(cls, h, None) is not getattr(Mechanism, h))
-
-
-@dataclass
-class AttachedMechanism:
-    name: str
-    instance: Mechanism
-    origin: Literal["library", "generated"] = "library"
-    digest: str | None = None
-    hooks: tuple[str, ...] = ()
-    calls: Counter = field(default_factory=Counter)
-
-
-DetachCallback = Callable[[AttachedMechanism, str], None]
-
-
-class InnerLoopController:
+class InnerLoopController(MechanismSlots, Measurements):
     """Runs iterations of one loop and journals each one.
 
     ``search`` (the Level-1.5 search configuration: a typed pydantic model such as
@@ -232,152 +202,6 @@ class InnerLoopController:
             if (cycle is None or r.cycle == cycle)
             and (include_baseline or r.proposal is None or not r.proposal.is_baseline)
         ]
-
-    # -- measurements: configuration keys, noise, replicates ----------------------------------------
-    def config_key(self, proposal: Proposal) -> str | None:
-        """A short hash of the full configuration ``proposal`` produces from the incumbent (see
-        :meth:`Executor.config_key`); ``None`` when the executor cannot tell (never deduplicated)."""
-        try:
-            full = self.executor.config_key(proposal, self.incumbent, self.run.path)
-        except Exception as exc:  # e.g. an invalid value: execute() reports it as the trial's failure
-            log.debug("loop %s: no config key for %s: %s", self.loop, proposal.changes, exc)
-            return None
-        if full is None:
-            changes = {**self._incumbent_changes, **proposal.changes}
-            parent = (self.incumbent_record.info.get("config_key") if self.incumbent_record else None) \
-                if proposal.payload is not None else None
-            full = {"changes": changes, "payload": proposal.payload, "parent": parent}
-        return hashlib.sha256(canonical_json(full).encode()).hexdigest()[:16]
-
-    @property
-    def noise(self) -> float | None:
-        """The measured noise: the pooled standard deviation of the scores of every configuration
-        measured on more than one training seed (``None`` until one was)."""
-        return pooled_noise(list(self._scores.values()))
-
-    def noise_floor(self) -> float:
-        """The smallest single-seed gain the decider treats as real (0 for strict improvement)."""
-        return self.decider.floor(self.noise)
-
-    def _replicate_seed(self, key: str | None) -> int | None:
-        """The training seed of the next measurement of ``key``: ``None`` (the executor's own) for the
-        first, then ``seed + 1000·k`` for the k-th replicate."""
-        k = self._runs[key] if key else 0
-        return self.seed + 1000 * k if k else None
-
-    def _owed_replicate(self, cycle: int) -> Proposal | None:
-        """The replicate this iteration must measure, if any (derived from the history, so a resumed
-        run repeats nothing): a retest of the last candidate the decider called a near-tie, or one of
-        the baseline replicates the decider asks for (they measure the noise floor)."""
-        if not self.executor.seeded or not self.history:
-            return None
-        last = self.history[-1]
-        verdict = (last.info.get("decision") or {}).get("verdict")
-        if verdict == "retest" and last.cycle == cycle and last.proposal is not None:
-            first = self._first.get(last.info.get("config_key") or "", last)
-            return Proposal(changes=dict(last.proposal.changes), payload=last.proposal.payload,
-                            region=last.proposal.region, origin=REPLICATE,
-                            hypothesis=f"retest of iteration {first.iteration} on another training seed")
-        baseline = self.history[0]
-        wanted = self.decider.baseline_replicates
-        if wanted <= 0 or baseline.proposal is None or not baseline.proposal.is_baseline or not baseline.kept:
-            return None
-        done = sum(1 for r in self.history if r.info.get("replicate_of") == baseline.iteration)
-        if done >= wanted or self.incumbent_record is not baseline:
-            return None
-        return Proposal(origin=REPLICATE, region=BASELINE,
-                        hypothesis="the baseline on another training seed (measures the noise floor)")
-
-    def _waste(self, candidate: Proposal) -> str | None:
-        """Why executing ``candidate`` would waste a trial (infeasible, or already measured), else None."""
-        changes = canonical_json(dict(candidate.changes))
-        try:
-            reason = self.executor.infeasible(candidate, self.incumbent, self.run.path)
-        except Exception as exc:
-            log.debug("loop %s: feasibility check failed: %s", self.loop, exc)
-            reason = None
-        if reason:
-            return f"infeasible: {changes} ({candidate.region or 'no region'}) can never run: {reason}"
-        key = self.config_key(candidate)
-        if key and self._runs[key]:
-            first = self._first[key]
-            score = f"score {first.score:.6g}" if first.score is not None else first.status.value
-            return (f"duplicate: {changes} ({candidate.region or 'no region'}) gives a configuration already "
-                    f"measured (iteration {first.iteration}, {score}); propose one not measured yet")
-        return None
-
-    # -- mechanisms ----------------------------------------------------------------------------------
-    def attach(self, mechanism: Mechanism, *, name: str | None = None, origin: Literal["library", "generated"] = "library",
-               digest: str | None = None, replay: bool = True) -> AttachedMechanism:
-        name = name or getattr(mechanism, "name", None) or type(mechanism).__name__
-        if any(m.name == name for m in self.mechanisms):
-            raise ValueError(f"a mechanism named {name!r} is already attached to loop {self.loop!r}")
-        attached = AttachedMechanism(name=name, instance=mechanism, origin=origin, digest=digest,
-                                     hooks=overridden_hooks(mechanism))
-        if isinstance(mechanism, RemoteMechanism):
-            mechanism.timeout_s = self.hook_timeout_s  # enforced from outside, by killing its worker
-        if replay and self.history:
-            try:
-                self._deadlined(mechanism, lambda: mechanism.replay(tuple(self.history)))
-            except (Exception, HookTimeout, SystemExit, GeneratorExit) as exc:
-                if isinstance(mechanism, RemoteMechanism):
-                    mechanism.close()
-                raise MechanismError(f"mechanism {name!r} failed to replay the history: {type(exc).__name__}: {exc}",
-                                     stage="replay", traceback_tail=tail(traceback.format_exc())) from exc
-        self.mechanisms.append(attached)
-        log.info("loop %s: attached mechanism %s (%s)", self.loop, name, ", ".join(attached.hooks) or "no hooks")
-        return attached
-
-    def detach(self, name: str, *, reason: str, hook: str | None = None, traceback_tail: str = "",
-               journal: bool = True) -> AttachedMechanism | None:
-        for attached in list(self.mechanisms):
-            if attached.name == name:
-                self.mechanisms.remove(attached)
-                if isinstance(attached.instance, RemoteMechanism):
-                    attached.instance.close()  # revert = kill: nothing of it keeps running
-                if journal:
-                    self.run.journal.append({
-                        "type": "mechanism_detached", "loop": self.loop, "iteration": len(self.history),
-                        "name": name, "hook": hook, "reason": reason, "traceback_tail": traceback_tail,
-                    })
-                for callback in self.on_detach:
-                    callback(attached, reason)
-                return attached
-        return None
-
-    def _call(self, attached: AttachedMechanism, hook: str, *args: Any) -> tuple[bool, Any]:
-        """Call one mechanism's hook under the deadline; on failure detach it and return (False, None)."""
-        self._calls[attached.name][hook] += 1
-        attached.calls[hook] += 1
-        try:
-            # the lookup runs under the deadline too: a hook may be a property that never returns
-            out = self._deadlined(attached.instance, lambda: getattr(attached.instance, hook)(*args))
-            expected = _HOOK_TYPES[hook]
-            if out is not None and hook != "observe" and not isinstance(out, expected):
-                raise TypeError(f"hook {hook} returned {type(out).__name__}, expected {expected[0].__name__} or None")
-        except (Exception, HookTimeout, SystemExit, GeneratorExit) as exc:  # a broken mechanism never stops the loop
-            reason = f"{hook} failed: {type(exc).__name__}: {exc}"
-            log.warning("loop %s: detaching mechanism %s: %s", self.loop, attached.name, reason)
-            self.detach(attached.name, reason=reason, hook=hook, traceback_tail=tail(traceback.format_exc()))
-            return False, None
-        return True, out
-
-    def _deadlined(self, instance: Mechanism, call: Callable[[], Any]) -> Any:
-        """A generated mechanism's worker is timed (and killed) by its proxy; a library mechanism
-        runs here under the in-process deadline."""
-        if isinstance(instance, RemoteMechanism):
-            return call()
-        return call_with_deadline(call, timeout_s=self.hook_timeout_s)
-
-    def _hook(self, hook: str, *args: Any, skip: set[str] | frozenset[str] = frozenset()) -> Iterator[tuple[AttachedMechanism, Any]]:
-        """Call ``hook`` on each attached mechanism that implements it (but those named in ``skip``),
-        lazily: a caller that stops at the first answer (``propose``, ``decide``) leaves the later
-        mechanisms uncalled."""
-        for attached in list(self.mechanisms):
-            if hook in attached.hooks and attached in self.mechanisms and attached.name not in skip:
-                ok, out = self._call(attached, hook, *args)
-                if ok:
-                    yield attached, out
 
     # -- one iteration -------------------------------------------------------------------------------
     def context(self, iteration: int, cycle: int, *, guidance: Guidance | None = None,
@@ -705,18 +529,3 @@ def _search_json(search: BaseModel | dict[str, Any]) -> dict[str, Any]:
 def _is_outage(exc: BaseException) -> bool:
     """A provider that could not be reached or refused service (not one that answered badly)."""
     return isinstance(exc, ProviderError) and not isinstance(exc, (StructuredOutputError, ReplayMissError))
-
-
-def hook_call_totals(records: Iterable[TrialRecord], *, field: str = "hook_calls") -> dict[str, dict[str, int]]:
-    """Sum the per-iteration hook-call counts of ``records`` per mechanism and hook (``field=
-    "hook_effects"``: the calls that changed something)."""
-    totals: dict[str, Counter] = defaultdict(Counter)
-    for record in records:
-        for name, counts in getattr(record, field).items():
-            totals[name].update(counts)
-    return {name: dict(counts) for name, counts in totals.items()}
-
-
-def hook_effect_totals(records: Iterable[TrialRecord]) -> dict[str, dict[str, int]]:
-    """Per mechanism and hook, how many calls changed what happened (see :class:`TrialRecord`)."""
-    return hook_call_totals(records, field="hook_effects")
