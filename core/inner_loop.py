@@ -74,6 +74,7 @@ from core.records import (
     ProposalContext,
     Status,
     TrialRecord,
+    canonical_json,
 )
 from core.state import RunDir
 
@@ -233,6 +234,7 @@ class InnerLoopController(MechanismSlots, Measurements):
     def _propose(self, ctx: ProposalContext) -> tuple[Proposal | None, tuple[str, ...]]:
         feedback: list[str] = list(ctx.feedback)  # a batch re-asks with its refusals (a duplicate in flight)
         refused: set[str] = set()  # mechanisms whose candidate was refused: the proposer is asked instead
+        vetoed: Proposal | None = None  # the last candidate only a mechanism's filter refused
         for _attempt in range(self.max_reasks + 1):
             asked = ctx.model_copy(update={"feedback": tuple(feedback)})
             candidate = None
@@ -266,15 +268,22 @@ class InnerLoopController(MechanismSlots, Measurements):
                     if rewritten.changes != candidate.changes or rewritten.payload != candidate.payload:
                         self._effects[attached.name]["filter"] += 1  # it rewrote the candidate
                     candidate = rewritten
-            if rejected is None:
-                # no wasted trial, whoever proposed it: never a configuration already measured in this
-                # loop, never one that breaks a known constraint (the proposer is asked again)
-                rejected = self._waste(candidate)
-            if rejected is None:
+            # no wasted trial, whoever proposed it: never a configuration already measured in this
+            # loop, never one that breaks a known constraint (the proposer is asked again)
+            waste = self._waste(candidate)
+            if rejected is None and waste is None:
                 return candidate, tuple(feedback)
-            feedback.append(rejected)
+            if rejected is not None and waste is None:
+                vetoed = candidate
+            feedback.append(rejected or waste or "")
             if source is not None:
                 refused.add(source)  # a mechanism that cannot see the constraint would offer it again
+        if vetoed is not None:
+            # a mechanism's refusal is a search preference, the controller's own checks are the hard
+            # rules: rather than lose the iteration, run the last candidate only a filter refused
+            feedback.append(f"every candidate was refused: ran the last one only a mechanism's filter refused "
+                            f"({canonical_json(dict(vetoed.changes))}) rather than lose the trial")
+            return vetoed, tuple(feedback)
         return None, tuple(feedback)
 
     def step(self, cycle: int = 0, *, baseline: bool = False) -> TrialRecord:

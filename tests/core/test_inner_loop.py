@@ -134,7 +134,7 @@ def test_noise_aware_decider_refuses_negative_floor() -> None:
 
 
 # -- filters ----------------------------------------------------------------------------------------
-def test_filter_rejection_reasks_with_reason_and_gives_up_after_max_reasks(tmp_path: Path) -> None:
+def test_filter_rejection_reasks_with_reason_then_runs_the_last_candidate_rather_than_lose_the_trial(tmp_path: Path) -> None:
     proposer = QuadraticProposer()
     executor = QuadraticExecutor()
     ctl = make_controller(tmp_path / "run", proposer=proposer, executor=executor, max_reasks=2)
@@ -143,13 +143,34 @@ def test_filter_rejection_reasks_with_reason_and_gives_up_after_max_reasks(tmp_p
 
     record = ctl.step()
 
-    assert record.status is Status.REJECTED
-    assert record.proposal is None
-    assert record.rejections == ("wall: too far",) * 3
+    # a mechanism's refusal is a preference: asked again with the reason, max_reasks times, and then
+    # the last candidate runs (an iteration lost to a filter would be a wasted trial)
+    assert record.status in (Status.KEEP, Status.DISCARD)
+    assert record.proposal is not None
+    assert record.rejections[:3] == ("wall: too far",) * 3
+    assert "rather than lose the trial" in record.rejections[3]
     assert [c.feedback for c in proposer.contexts] == [(), ("wall: too far",), ("wall: too far",) * 2]
-    assert executor.iterations == [0]  # only the baseline ever ran
-    assert record.hook_calls == {"wall": {"filter": 3}}
-    assert "proposal" not in journal_types(ctl)[1:]
+    assert executor.iterations == [0, 1]
+    assert record.hook_calls == {"wall": {"filter": 3}} and record.hook_effects == {"wall": {"filter": 3}}
+
+
+@pytest.mark.parametrize("waste", ["infeasible", "duplicate"])
+def test_a_filter_veto_never_makes_the_controller_run_a_wasted_trial(tmp_path: Path, waste: str) -> None:
+    # the yield applies only to candidates that pass the controller's own checks
+    class Checked(QuadraticExecutor):
+        def infeasible(self, proposal, incumbent, run_dir):
+            return "never" if waste == "infeasible" else None
+
+    executor = Checked()
+    ctl = make_controller(tmp_path / "run", proposer=ScriptedProposer(xs(2.0)), executor=executor, max_reasks=2)
+    ctl.ensure_baseline()
+    if waste == "duplicate":
+        ctl.step()  # x = 2.0 is measured; the proposer offers it again below
+    ran = len(executor.executed)
+    ctl.attach(make_mechanism("wall", filter=lambda p, ctx: FilterVerdict.reject("too far")))
+    record = ctl.step()
+    assert record.status is Status.REJECTED and record.proposal is None
+    assert len(executor.executed) == ran  # nothing more ran
 
 
 def test_filter_rejection_then_acceptance_runs_the_reasked_candidate(tmp_path: Path) -> None:
@@ -205,8 +226,9 @@ def test_rewritten_proposal_is_filtered_by_later_mechanisms(tmp_path: Path) -> N
     record = ctl.step()
 
     assert forbidden in seen_by_tabu
-    assert record.status is Status.REJECTED
-    assert executor.iterations == [0]
+    assert record.rejections[0] == "tabu: tabu region"  # the later filter judged the rewritten candidate
+    # with no re-ask left, the refused candidate runs rather than the iteration being lost
+    assert "rather than lose the trial" in record.rejections[1] and record.proposal.region == "forbidden"
 
 
 # -- mechanism propose / decide ---------------------------------------------------------------------
