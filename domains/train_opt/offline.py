@@ -137,6 +137,20 @@ def propose(request: Any) -> dict[str, Any]:
             continue  # already measured: the controller would refuse it
         words = ", ".join(f"{n} {params[n]['value']!r} → {v!r}" for n, v in changes.items())
         return {"changes": changes, "hypothesis": f"[offline stand-in] {strategy}: try {words}"}
+    # every draw was avoided, measured or refused: any single step not measured or refused yet, over
+    # every active parameter (those a mechanism asked to avoid too) and both directions, before a
+    # blind random step
+    # (then two steps at once: the nearest neighbours may all be measured already)
+    moves = [(name, up) for name in ctx["active_params"] if name in params for up in (True, False)]
+    rng.shuffle(moves)
+    for steps, (name, up) in [(k, m) for k in (1, 2) for m in moves]:
+        new = params[name]["value"]
+        for _ in range(steps):
+            new = _step(params[name], new, up, scale, rng)
+        key = canonical_json({name: new})
+        if new != params[name]["value"] and key not in measured and not any(key in line for line in refused):
+            return {"changes": {name: new},
+                    "hypothesis": f"[offline stand-in] every preferred move was avoided or measured; try {name} → {new!r}"}
     name = rng.choice(active)
     return {"changes": {name: _step(params[name], params[name]["value"], rng.random() < 0.5, scale, rng)},
             "hypothesis": "[offline stand-in] every preferred region is tabu; random step"}

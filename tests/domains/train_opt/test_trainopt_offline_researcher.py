@@ -303,3 +303,22 @@ def test_a_trace_of_repeated_regions_leads_the_designer_to_a_template_for_repeat
     assert max(diagnosis, key=diagnosis.get) == "repeats"
     picks = Counter(design(seed, diagnosis).template for seed in range(10))
     assert TEMPLATES[picks.most_common(1)[0][0]]["addresses"] == "repeats"  # pattern or tabu
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_propose_steps_further_when_every_nearest_neighbour_was_measured(seed):
+    # a small neighbourhood fully measured (powers of two: one step each way): the stand-in must offer a
+    # configuration not measured yet (two steps away), never one the controller would refuse
+    import random
+    from types import SimpleNamespace
+
+    params = {"TOTAL_BATCH_SIZE": {"kind": "int", "pow2": True, "low": 512, "high": 65536, "value": 4096},
+              "DEVICE_BATCH_SIZE": {"kind": "int", "pow2": True, "low": 2, "high": 128, "value": 16}}
+    measured = [{"TOTAL_BATCH_SIZE": 8192}, {"TOTAL_BATCH_SIZE": 2048}, {"DEVICE_BATCH_SIZE": 32},
+                {"DEVICE_BATCH_SIZE": 8}]
+    request = SimpleNamespace(rng=random.Random(seed), context={
+        "params": params, "active_params": list(params), "measured": measured, "feedback": [], "max_changes": 1})
+    changes = offline.propose(request)["changes"]
+    assert changes not in measured
+    assert changes in ({"TOTAL_BATCH_SIZE": 16384}, {"TOTAL_BATCH_SIZE": 1024}, {"DEVICE_BATCH_SIZE": 64},
+                       {"DEVICE_BATCH_SIZE": 4})
