@@ -275,7 +275,7 @@ class InnerLoopController(MechanismSlots, Measurements):
                 return candidate, tuple(feedback)
             if rejected is not None and waste is None:
                 vetoed = candidate
-            feedback.append(rejected or waste or "")
+            feedback.append(rejected if rejected is not None else str(waste))
             if source is not None:
                 refused.add(source)  # a mechanism that cannot see the constraint would offer it again
         if vetoed is not None:

@@ -104,6 +104,11 @@ def propose(request: Any) -> dict[str, Any]:
     measured = {canonical_json(m) for m in ctx.get("measured", ())}
     refused = [line for line in feedback if line.startswith(("duplicate:", "infeasible:"))]
 
+    def known(changes: dict[str, Any]) -> bool:
+        """Already measured, or refused this iteration: the controller would refuse it."""
+        key = canonical_json(changes)
+        return key in measured or any(key in line for line in refused)
+
     def pick() -> str:
         if prefer and rng.random() < 0.7:
             return rng.choice(prefer)
@@ -132,23 +137,20 @@ def propose(request: Any) -> dict[str, Any]:
         region = "+".join(f"{n}:{_direction(n, v, params[n]['value'])}" for n, v in sorted(changes.items()))
         if region in avoid_regions or any(region in line for line in feedback):
             continue
-        key = canonical_json(changes)
-        if key in measured or any(key in line for line in refused):
-            continue  # already measured: the controller would refuse it
+        if known(changes):
+            continue
         words = ", ".join(f"{n} {params[n]['value']!r} → {v!r}" for n, v in changes.items())
         return {"changes": changes, "hypothesis": f"[offline stand-in] {strategy}: try {words}"}
-    # every draw was avoided, measured or refused: any single step not measured or refused yet, over
-    # every active parameter (those a mechanism asked to avoid too) and both directions, before a
-    # blind random step
-    # (then two steps at once: the nearest neighbours may all be measured already)
+    # every draw was avoided, measured or refused: any single step not known yet, over every active
+    # parameter (those a mechanism asked to avoid too) and both directions, then two steps at once
+    # (the nearest neighbours may all be measured already), before a blind random step
     moves = [(name, up) for name in ctx["active_params"] if name in params for up in (True, False)]
     rng.shuffle(moves)
     for steps, (name, up) in [(k, m) for k in (1, 2) for m in moves]:
         new = params[name]["value"]
         for _ in range(steps):
             new = _step(params[name], new, up, scale, rng)
-        key = canonical_json({name: new})
-        if new != params[name]["value"] and key not in measured and not any(key in line for line in refused):
+        if new != params[name]["value"] and not known({name: new}):
             return {"changes": {name: new},
                     "hypothesis": f"[offline stand-in] every preferred move was avoided or measured; try {name} → {new!r}"}
     name = rng.choice(active)

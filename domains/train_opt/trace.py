@@ -26,13 +26,13 @@ def param_stats(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> dict[st
                                             "crashed_directions": []})
             entry["tries"] += 1
             way = region_dirs.get(name)
-            if record.status in (Status.CRASH, Status.FAIL, Status.TIMEOUT) and way and way not in entry["crashed_directions"]:
-                entry["crashed_directions"].append(way)  # a move this way has failed: past an edge
             if record.status is Status.KEEP:
                 entry["keeps"] += 1
-                entry["kept_direction"] = region_dirs.get(name)
+                entry["kept_direction"] = way
             elif record.status in (Status.CRASH, Status.FAIL, Status.TIMEOUT):
                 entry["crashes"] += 1
+                if way and way not in entry["crashed_directions"]:
+                    entry["crashed_directions"].append(way)  # a move this way has failed: past an edge
     return stats
 
 

@@ -154,6 +154,10 @@ def _record(i: int, changes: dict, status: Status, score: float | None = None, c
                        proposal=Proposal(changes=changes, region=region))
 
 
+def _baseline() -> TrialRecord:
+    return TrialRecord(loop="inner", iteration=0, status=Status.KEEP, score=1.0, proposal=Proposal(origin="baseline"))
+
+
 @pytest.fixture
 def run(tmp_path: Path):
     with RunDir.create(tmp_path / "run") as rundir:
@@ -162,7 +166,7 @@ def run(tmp_path: Path):
 
 def test_analyze_freezes_parameters_tried_repeatedly_without_a_keep(run):
     history = [
-        TrialRecord(loop="inner", iteration=0, status=Status.KEEP, score=1.0, proposal=Proposal(origin="baseline")),
+        _baseline(),
         _record(1, {"DEPTH": 6}, Status.DISCARD, 1.02),
         _record(2, {"DEPTH": 12}, Status.DISCARD, 1.01),
         _record(3, {"DEPTH": 7}, Status.DISCARD, 1.01),
@@ -201,7 +205,7 @@ def test_analyze_does_not_freeze_a_parameter_after_two_tries(run):
 
 def test_analyze_after_keeps_follows_every_direction_that_paid(run):
     history = [
-        TrialRecord(loop="inner", iteration=0, status=Status.KEEP, score=1.0, proposal=Proposal(origin="baseline")),
+        _baseline(),
         _record(1, {"MATRIX_LR": 0.06}, Status.KEEP, 0.99),
         _record(2, {"WARMUP_RATIO": 0.2}, Status.KEEP, 0.98),
         _record(3, {"DEPTH": 6}, Status.DISCARD, 0.985),
@@ -217,7 +221,7 @@ def test_analyze_after_keeps_follows_every_direction_that_paid(run):
 @pytest.mark.parametrize("failed", [Status.CRASH, Status.FAIL, Status.TIMEOUT])
 def test_analyze_does_not_push_a_direction_past_a_failure(run, failed):
     history = [
-        TrialRecord(loop="inner", iteration=0, status=Status.KEEP, score=1.0, proposal=Proposal(origin="baseline")),
+        _baseline(),
         _record(1, {"MATRIX_LR": 0.06}, Status.KEEP, 0.99),
         _record(2, {"MATRIX_LR": 0.2}, failed),
         _record(3, {"WARMUP_RATIO": 0.2}, Status.KEEP, 0.98),
