@@ -76,7 +76,11 @@ class MechanismSlots:
     _effects: dict[str, Counter]
 
     def attach(self, mechanism: Mechanism, *, name: str | None = None, origin: Literal["library", "generated"] = "library",
-               digest: str | None = None, replay: bool = True) -> AttachedMechanism:
+               digest: str | None = None, replay: bool = True, front: bool = False) -> AttachedMechanism:
+        """Attach ``mechanism``; its hooks are called in attachment order, and ``front=True`` puts it
+        first — Level 2 attaches the design on trial so: the first proposing mechanism that answers
+        makes the move, and a design judged by a cycle must act in that cycle, not wait behind the
+        designs kept before it."""
         name = name or getattr(mechanism, "name", None) or type(mechanism).__name__
         if any(m.name == name for m in self.mechanisms):
             raise ValueError(f"a mechanism named {name!r} is already attached to loop {self.loop!r}")
@@ -92,7 +96,10 @@ class MechanismSlots:
                     mechanism.close()
                 raise MechanismError(f"mechanism {name!r} failed to replay the history: {type(exc).__name__}: {exc}",
                                      stage="replay", traceback_tail=tail(traceback.format_exc())) from exc
-        self.mechanisms.append(attached)
+        if front:
+            self.mechanisms.insert(0, attached)
+        else:
+            self.mechanisms.append(attached)
         log.info("loop %s: attached mechanism %s (%s)", self.loop, name, ", ".join(attached.hooks) or "no hooks")
         return attached
 

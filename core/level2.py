@@ -154,7 +154,8 @@ class MechanismInstaller(Installer):
     def install(self, loaded: LoadedMechanism, proposal: Proposal, iteration: int, cycle: int) -> tuple[str, dict[str, Any]]:
         name = f"{loaded.name}#{iteration}"
         try:
-            self.inner.attach(loaded.instance, name=name, origin="generated", digest=loaded.digest)
+            # first in line: the design on trial makes the move when it proposes one, ahead of earlier keeps
+            self.inner.attach(loaded.instance, name=name, origin="generated", digest=loaded.digest, front=True)
         except (MechanismError, ValueError) as exc:
             raise ValueError(f"attach: {exc}") from exc
         return name, {"mechanism": name, "digest": loaded.digest, "hooks": list(loaded.hooks_overridden),
@@ -180,7 +181,7 @@ class MechanismInstaller(Installer):
 
     def reinstall(self, loaded: LoadedMechanism, record: TrialRecord) -> None:
         self.inner.attach(loaded.instance, name=f"{loaded.name}#{record.iteration}", origin="generated",
-                          digest=loaded.digest)
+                          digest=loaded.digest, front=True)  # kept order, each ahead of the ones before: as run
 
     def reload_failed(self, record: TrialRecord, exc: BaseException) -> None:
         # a kept mechanism that no longer loads (it hangs, or its file is gone) is detached and

@@ -249,6 +249,41 @@ def test_mechanism_propose_takes_over_and_is_credited_as_origin(tmp_path: Path) 
     assert executor.executed[-1][1].changes == {"x": 1.5}
 
 
+@pytest.mark.parametrize("hook", ["propose", "decide"])
+def test_a_mechanism_attached_in_front_answers_before_the_ones_attached_earlier(tmp_path: Path, hook: str) -> None:
+    # Level 2 attaches the design on trial in front: a first-answer hook (propose, decide) reaches it
+    # before the designs kept earlier, which would otherwise answer every time and silence it
+    calls: list[str] = []
+
+    def mechanism(name: str, x: float, keep: bool):
+        def propose(ctx):
+            calls.append(f"{name}.propose")
+            return Proposal(changes={"x": x}) if hook == "propose" else None
+
+        def decide(record, ctx):
+            calls.append(f"{name}.decide")
+            return keep if hook == "decide" else None
+
+        return make_mechanism(name, propose=propose, decide=decide)
+
+    ctl = make_controller(tmp_path / "run", proposer=QuadraticProposer(), executor=QuadraticExecutor())
+    ctl.ensure_baseline()
+    ctl.attach(mechanism("kept-earlier", 1.5, True))
+    ctl.attach(mechanism("on-trial", 2.5, False), front=True)
+    ctl.attach(mechanism("library", 0.5, True))
+
+    record = ctl.step()
+
+    assert [m.name for m in ctl.mechanisms] == ["on-trial", "kept-earlier", "library"]
+    assert [c for c in calls if c.endswith(f".{hook}")][0] == f"on-trial.{hook}"
+    if hook == "propose":
+        assert record.proposal.origin == "on-trial" and record.proposal.changes == {"x": 2.5}
+        assert record.hook_effects["on-trial"]["propose"] == 1 and "kept-earlier" not in record.hook_effects
+    else:
+        assert record.status is Status.DISCARD and record.decided_by == "on-trial"  # the others would keep
+        assert "kept-earlier.decide" not in calls
+
+
 def test_mechanism_propose_keeps_an_explicit_origin(tmp_path: Path) -> None:
     ctl = make_controller(tmp_path / "run")
     ctl.ensure_baseline()
