@@ -2,6 +2,8 @@
 
     python benchmarks/mechanisms_suite.py                      # 10 seeds, 31 trials, every target
     python benchmarks/mechanisms_suite.py --seeds 3 --targets lr_bowl,needle --jobs 2
+    python benchmarks/mechanisms_suite.py --targets lr_bowl,coupled,batch,cliff --jobs 2 \
+        --seeds 20 --first-seed 1000 --evidence core/mechanisms/evidence.json  # what Level 2's designer reads
 
 Every arm is the suite's group A — train_opt's real Level-1 loop on a suite target, each trial measured
 in-process (:mod:`experiments.suite.groups`) — with one library mechanism attached before the run
@@ -22,6 +24,7 @@ It measures the offline stand-in, not an LLM; the lead's ablation is the authori
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -33,12 +36,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.mechanisms import build  # noqa: E402
+from core.mechanisms import TEMPLATES, build  # noqa: E402
 from core.mechanisms.memory import MemoryMechanism  # noqa: E402
 from core.records import Status  # noqa: E402
 from core.settings import validate  # noqa: E402
 from domains.train_opt import target as tgt  # noqa: E402
-from experiments.suite import OPTIMUM, TARGETS, space_for, true_value  # noqa: E402
+from experiments.suite import HELD_OUT, OPTIMUM, TARGETS, space_for, true_value  # noqa: E402
 from experiments.suite.groups import GROUPS, SuiteSession, SuiteSettings  # noqa: E402
 
 CYCLES, BUDGET = 3, 10  # the suite's shape: 1 baseline + 3 cycles x 10 = 31 trials
@@ -98,10 +101,10 @@ def run_one(target: str, arm: str, seed: int, cache: Path) -> dict[str, Any]:
             "wasted": sum(bool(r.info.get("wasted")) for r in search), "calls": calls, "effects": effects}
 
 
-def run_unit(target: str, arm: str, seeds: int) -> list[dict[str, Any]]:
+def run_unit(target: str, arm: str, seeds: int, first: int = 0) -> list[dict[str, Any]]:
     """One (target, arm): its seeds in order (``memory`` carries what earlier seeds found)."""
     with tempfile.TemporaryDirectory(prefix="bilevel-memory-") as cache:
-        return [run_one(target, arm, seed, Path(cache)) for seed in range(seeds)]
+        return [run_one(target, arm, seed, Path(cache)) for seed in range(first, first + seeds)]
 
 
 def sign_test(won: int, lost: int) -> float:
@@ -138,18 +141,47 @@ def table(rows: list[dict[str, Any]], arms: list[str]) -> str:
     return "\n".join(lines)
 
 
+def evidence(rows: list[dict[str, Any]], arms: list[str], targets: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Each template arm's effect (an arm that is a template with its default parameters): the paired
+    difference to ``none`` and its sign test, as the Level-2 designer's menu shows it."""
+    base = {(r["target"], r["seed"]): r["regret"] for r in rows if r["arm"] == "none"}
+    out: dict[str, Any] = {}
+    for arm in arms:
+        if arm not in TEMPLATES or ARMS[arm] != (arm, {}):
+            continue
+        diffs = [r["regret"] - base[(r["target"], r["seed"])] for r in rows
+                 if r["arm"] == arm and (r["target"], r["seed"]) in base]
+        won, lost = sum(d < -1e-12 for d in diffs), sum(d > 1e-12 for d in diffs)
+        out[arm] = {"delta_regret": round(statistics.fmean(diffs), 4), "won": won, "lost": lost,
+                    "p_sign": round(sign_test(won, lost), 3)}
+    return {"about": "Level 1 with the template attached vs without it, paired seeds, on the cheap suite's training "
+                     "targets, measured with the offline stand-in researcher (not an LLM): "
+                     "python benchmarks/mechanisms_suite.py --evidence",
+            "targets": targets, "seeds": [seeds[0], seeds[-1]], "trials": 1 + CYCLES * BUDGET, "templates": out}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="mechanisms_suite.py", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first..first+seeds-1 (the evidence uses seeds the suite's runs do not)")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--jobs", type=int, default=1, help="(target, arm) units run in parallel processes")
     parser.add_argument("--by-target", action="store_true", help="also print a table per target")
+    parser.add_argument("--evidence", metavar="PATH",
+                        help="also write each template's measured effect as JSON (the file Level 2's designer "
+                             "reads: core/mechanisms/evidence.json); training targets only")
     args = parser.parse_args(argv)
     targets, arms = args.targets.split(","), args.arms.split(",")
     unknown = [t for t in targets if t not in TARGETS] + [a for a in arms if a not in ARMS]
     if unknown:
         parser.error(f"unknown target(s)/arm(s): {', '.join(unknown)}")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    if args.evidence and set(targets) & set(HELD_OUT):
+        parser.error(f"--evidence is measured on training targets only: drop {', '.join(sorted(set(targets) & set(HELD_OUT)))} "
+                     f"from --targets (the held-out targets judge the designs it informs)")
     if "none" not in arms:
         arms = ["none", *arms]
     started = time.monotonic()
@@ -157,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     if args.jobs > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            for result in pool.map(run_unit, *zip(*units, strict=True), [args.seeds] * len(units)):
+            for result in pool.map(run_unit, *zip(*units, strict=True), [args.seeds] * len(units),
+                                   [args.first_seed] * len(units)):
                 rows += result
     else:
         for target, arm in units:
-            rows += run_unit(target, arm, args.seeds)
+            rows += run_unit(target, arm, args.seeds, args.first_seed)
     print(f"Level 1 (offline researcher) with one library mechanism attached; {len(targets)} target(s) x "
           f"{args.seeds} paired seeds, {1 + CYCLES * BUDGET} trials each; regret = true value of the final "
           f"incumbent - {OPTIMUM}; {time.monotonic() - started:.0f} s")
@@ -170,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         for target in targets:
             print(f"\n{target}")
             print(table([r for r in rows if r["target"] == target], arms))
+    if args.evidence:
+        found = evidence(rows, arms, targets, list(range(args.first_seed, args.first_seed + args.seeds)))
+        Path(args.evidence).write_text(json.dumps(found, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.evidence}")
     return 0
 
 

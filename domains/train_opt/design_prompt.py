@@ -94,9 +94,17 @@ def tried_lines(history: tuple[TrialRecord, ...] | list[TrialRecord]) -> list[st
     return lines
 
 
+def measured(evidence: dict[str, Any] | None) -> str:
+    """A template's measured effect, as the menu line shows it."""
+    if not evidence:
+        return "not measured"
+    return f"measured: regret {evidence['delta_regret']:+.4f}, won/lost {evidence['won']}/{evidence['lost']}, p {evidence['p_sign']:g}"
+
+
 def render_design_prompt(context: dict[str, Any], ctx: ProposalContext, *, hook_timeout_s: float = 5.0) -> str:
     templates = "\n".join(
-        f"- {n}: {m['description']} [addresses: {m['addresses']}; params {json.dumps(m['default_params'])}]"
+        f"- {n}: {m['description']} [addresses: {m['addresses']}; params {json.dumps(m['default_params'])}; "
+        f"{measured(m.get('evidence'))}]"
         for n, m in context["templates"].items()
     )
     diagnosis = ", ".join(f"{k} {v:.2f}" for k, v in context["diagnosis"].items())

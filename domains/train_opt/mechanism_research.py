@@ -42,7 +42,8 @@ DOMAIN_FILLED = ("space",)  # template parameters the domain fills in: the desig
 
 def template_menu() -> dict[str, dict[str, Any]]:
     return {name: {"addresses": meta["addresses"], "description": meta["description"],
-                   "default_params": {k: v for k, v in meta["params"].items() if k not in DOMAIN_FILLED}}
+                   "default_params": {k: v for k, v in meta["params"].items() if k not in DOMAIN_FILLED},
+                   "evidence": meta.get("evidence")}
             for name, meta in TEMPLATES.items()}
 
 

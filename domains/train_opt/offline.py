@@ -13,8 +13,11 @@ carries — no text is "understood":
   freezes a parameter with a direction not tried yet (the request's ``untried``) or tried fewer than
   three times, and its guidance names the directions not tried yet on parameters that have not paid,
   and after keeps every direction that paid (not one past a failed move that way).
-* ``train_opt.design_mechanism``  a Level-2 design: the library template that addresses the
-  diagnosed bottleneck, parameterised from the trace, skipping designs the feedback rejected.
+* ``train_opt.design_mechanism``  a Level-2 design: a library template, parameterised from the trace,
+  skipping designs the feedback rejected. Templates whose measured effect (the menu's ``evidence``:
+  paired runs on the benchmark's training targets) says they helped — more wins than losses, a lower
+  mean regret, sign test p < ``EVIDENCE_P`` — come first; among them, and among the rest, the one
+  that addresses the most severe diagnosed bottleneck.
 
 It exists so every level runs end to end on any machine, and it is what the tests and the committed
 CPU results use. Its answers are never an LLM's and are never reported as such.
@@ -34,6 +37,9 @@ from core.records import canonical_json
 PURPOSE_PROPOSE = "train_opt.propose"
 PURPOSE_ANALYZE = "train_opt.analyze"
 PURPOSE_DESIGN = "train_opt.design_mechanism"
+# a template counts as measured to help when its paired runs won more than they lost, its mean regret
+# fell, and the sign test makes a coin flip unlikely enough (a 40/39 record is no evidence)
+EVIDENCE_P = 0.5
 _WINDOW_VARIANTS = ("L", "SL", "SSL", "SSSL", "SLSL", "LLLL", "SSSS")
 
 
@@ -220,7 +226,14 @@ def design(request: Any) -> dict[str, Any]:
         for name in templates:
             if f"template:{name}" in line:
                 avoid.add(f"template:{name}")
-    ranked = sorted(templates, key=lambda t: (-diagnosis.get(templates[t]["addresses"], 0.0), t))
+    def rank(t: str) -> tuple[bool, float, float, str]:
+        evidence = templates[t].get("evidence") or {}
+        delta = float(evidence.get("delta_regret", 0.0))
+        helped = (delta < 0 and evidence.get("won", 0) > evidence.get("lost", 0)
+                  and float(evidence.get("p_sign", 1.0)) < EVIDENCE_P)
+        return not helped, -diagnosis.get(templates[t]["addresses"], 0.0), delta, t
+
+    ranked = sorted(templates, key=rank)
     choices = [t for t in ranked if f"template:{t}" not in avoid] or ranked
     name = choices[0] if rng.random() < 0.85 or len(choices) == 1 else choices[1]
     defaults = dict(templates[name].get("default_params", {}))
@@ -230,9 +243,11 @@ def design(request: Any) -> dict[str, Any]:
         if key in ("tenure", "patience", "window") and isinstance(value, int):
             tuned[key] = max(2, min(value, budget + 1))
     why = templates[name]["addresses"]
+    evidence = templates[name].get("evidence")
+    shown = f"; measured {evidence['delta_regret']:+.4f} regret vs none" if evidence else "; not measured"
     return {"template": name, "params": tuned, "source": None,
-            "rationale": f"[offline stand-in] main bottleneck '{why}' (score {diagnosis.get(why, 0):.2f}); "
-                         f"template {name} addresses it"}
+            "rationale": f"[offline stand-in] bottleneck '{why}' (score {diagnosis.get(why, 0):.2f}); "
+                         f"template {name} addresses it{shown}"}
 
 
 def register() -> None:

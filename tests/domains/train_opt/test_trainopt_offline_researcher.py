@@ -255,9 +255,14 @@ def test_an_invalid_patch_is_journaled_as_rejected_and_the_config_stays(run):
 # -- Level 2: design ---------------------------------------------------------------------------------
 
 
+def unmeasured_menu() -> dict:
+    """The template menu without measured effects: the designer's diagnosis rule alone."""
+    return {name: {**entry, "evidence": None} for name, entry in template_menu().items()}
+
+
 def design(seed: int, diagnosis: dict, *, avoid: tuple[str, ...] = (), feedback: tuple[str, ...] = (),
-           iteration: int = 1) -> DesignReply:
-    ctx = {"diagnosis": diagnosis, "templates": template_menu(), "tried": [],
+           iteration: int = 1, menu: dict | None = None) -> DesignReply:
+    ctx = {"diagnosis": diagnosis, "templates": unmeasured_menu() if menu is None else menu, "tried": [],
            "constraints": Constraints(avoid_regions=avoid).model_dump(mode="json"), "feedback": list(feedback),
            "inner_budget": 3, "iteration": iteration}
     return client(seed, level="mechanism").structured(purpose=offline.PURPOSE_DESIGN, schema=DesignReply,
@@ -307,6 +312,66 @@ def test_a_trace_of_repeated_regions_leads_the_designer_to_a_template_for_repeat
     assert max(diagnosis, key=diagnosis.get) == "repeats"
     picks = Counter(design(seed, diagnosis).template for seed in range(10))
     assert TEMPLATES[picks.most_common(1)[0][0]]["addresses"] == "repeats"  # pattern or tabu
+
+
+def _measured_menu(helped: dict[str, float]) -> dict:
+    """A menu where the templates in ``helped`` were measured to help by that much, the rest to hurt."""
+    menu = unmeasured_menu()
+    for name in menu:
+        gain = helped.get(name)
+        menu[name]["evidence"] = ({"delta_regret": -gain, "won": 30, "lost": 10, "p_sign": 0.002} if gain is not None
+                                  else {"delta_regret": 0.03, "won": 12, "lost": 28, "p_sign": 0.02})
+    return menu
+
+
+@pytest.mark.parametrize("top", ["orthogonal", "step_size", "bandit", "multiscale"])
+def test_design_prefers_a_template_measured_to_help_over_one_that_only_matches_the_diagnosis(top):
+    # the diagnosis points at a template measured to hurt; the one measured to help is designed instead
+    menu = _measured_menu({"tabu": 0.02})
+    picks = Counter(design(seed, _diagnosis(top), menu=menu).template for seed in range(40))
+    assert picks.most_common(1)[0][0] == "tabu", picks
+    assert picks["tabu"] >= 26
+
+
+@pytest.mark.parametrize("helped", [("tabu", "step_size"), ("pattern", "orthogonal"), ("surrogate", "step_size")])
+def test_among_templates_measured_to_help_the_diagnosis_decides(helped):
+    menu = _measured_menu({name: 0.02 for name in helped})
+    for name in helped:
+        picks = Counter(design(seed, _diagnosis(name), menu=menu).template for seed in range(40))
+        assert picks.most_common(1)[0][0] == name, (name, picks)
+
+
+def test_a_template_measured_to_help_is_not_designed_again_once_rejected():
+    menu = _measured_menu({"tabu": 0.05, "pattern": 0.01})
+    rejected = ("tabu: template:tabu was discarded at iteration 1; try another region",)
+    for seed in range(20):
+        assert design(seed, _diagnosis("tabu"), feedback=rejected, menu=menu).template != "tabu"
+    picks = Counter(design(seed, _diagnosis("tabu"), avoid=("template:tabu",), menu=menu).template for seed in range(40))
+    assert "tabu" not in picks and picks.most_common(1)[0][0] == "pattern", picks  # the next measured help
+
+
+@pytest.mark.parametrize("record", [
+    {"delta_regret": -0.05, "won": 10, "lost": 30, "p_sign": 0.002},  # a mean pulled down by a lucky run
+    {"delta_regret": -0.01, "won": 40, "lost": 39, "p_sign": 1.0},  # a coin flip
+    {"delta_regret": 0.02, "won": 30, "lost": 10, "p_sign": 0.002},  # wins small, losses large
+])
+def test_a_record_that_is_not_evidence_of_help_does_not_outrank_the_diagnosis(record):
+    menu = unmeasured_menu()
+    menu["bandit"]["evidence"] = record
+    picks = Counter(design(seed, _diagnosis("step_size"), menu=menu).template for seed in range(40))
+    assert picks.most_common(1)[0][0] == "step_size", picks
+
+
+def test_the_design_prompt_shows_each_templates_measured_effect():
+    from domains.train_opt.design_prompt import render_design_prompt
+
+    menu = _measured_menu({"tabu": 0.0249})
+    menu["bandit"]["evidence"] = None
+    ctx = ProposalContext(loop="mechanism", iteration=1, cycle=1, direction="maximize")
+    prompt = render_design_prompt({"diagnosis": _diagnosis("tabu"), "templates": menu, "inner_budget": 3}, ctx)
+    tabu_line = next(line for line in prompt.splitlines() if line.startswith("- tabu:"))
+    assert "measured: regret -0.0249, won/lost 30/10, p 0.002" in tabu_line
+    assert "not measured" in next(line for line in prompt.splitlines() if line.startswith("- bandit:"))
 
 
 @pytest.mark.parametrize("seed", range(6))
