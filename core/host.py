@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,32 @@ class WorkerKind:
 MECHANISM_KIND = WorkerKind()
 
 
+# Every worker this process started and has not closed: closed at exit (a normal exit, and a
+# multiprocessing child's, which skips atexit), so neither its process nor its folder outlives the
+# program that forgot it. A forked child inherits the parent's entries and must never close those.
+_LIVE: dict[int, weakref.ref[Worker]] = {}
+_EXIT_HOOKED: set[int] = set()
+
+
+def _close_live() -> None:
+    for ref in list(_LIVE.values()):
+        worker = ref()
+        if worker is not None and worker._owner == os.getpid():
+            worker.close()
+
+
+def _hook_exit() -> None:
+    pid = os.getpid()
+    if pid in _EXIT_HOOKED:
+        return
+    _EXIT_HOOKED.add(pid)
+    import atexit
+    from multiprocessing import util
+
+    atexit.register(_close_live)
+    util.Finalize(None, _close_live, exitpriority=100)
+
+
 @dataclass
 class Worker:
     """One sandboxed worker process holding one loaded object."""
@@ -97,6 +124,7 @@ class Worker:
         self._buffer = b""
         self._lock = threading.RLock()
         self.calls = 0
+        self._owner = os.getpid()
 
     # -- life ----------------------------------------------------------------------------------------
     def load(self, source: str, *, filename: str, params: Mapping[str, Any] | None, context: Any,
@@ -113,7 +141,10 @@ class Worker:
         # <home>/work is the worker's cwd and its only writable folder; its stderr log lives beside it,
         # where the worker cannot replace it, and is read back through the descriptor opened here
         # (never by path: a path inside a folder the worker writes could be swapped for a link or a FIFO)
+        self._owner = os.getpid()
+        _hook_exit()
         self._home = tempfile.mkdtemp(prefix="bilevel-worker-")
+        _LIVE[id(self)] = weakref.ref(self)
         work = Path(self._home) / "work"
         work.mkdir(mode=0o700)
         self._log = open(Path(self._home) / "worker.log", "w+b")  # noqa: SIM115 - kept until close()
@@ -167,7 +198,11 @@ class Worker:
         return self._proc.pid if self._proc else None
 
     def close(self) -> None:
-        """Kill the worker's whole process group and remove its folder; idempotent."""
+        """Kill the worker's whole process group and remove its folder; idempotent. A no-op in a
+        forked child: the worker and its folder belong to the process that started them."""
+        if self._owner != os.getpid():
+            return
+        _LIVE.pop(id(self), None)
         with self._lock:
             proc, self._proc = self._proc, None
             if proc is not None:
