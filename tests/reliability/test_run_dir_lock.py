@@ -15,12 +15,13 @@ from core.errors import RunDirError
 from core.state import RunDir
 from tests.reliability.conftest import cli_env, journal_sound, run_cli, trials
 
-TRIALS = 8  # long enough (about 4 s) that the three refused attempts fit inside the first run, under load too
+TRIALS = 2  # the first run's trials wait at a gate the test opens once the three attempts were refused
 
 
 def test_a_second_cli_on_a_running_run_dir_refuses_and_never_writes(standin: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    env = cli_env(STANDIN_SLEEP="0.4")
+    gate = tmp_path / "gate"
+    env = cli_env(STANDIN_GATE=str(gate))  # the first run holds the run dir however slow the machine is
     first = subprocess.Popen(
         [sys.executable, "-m", "domains.train_opt.cli", "--target-dir", str(standin), "--run-dir", str(run_dir),
          "run", "--levels", "1", "--inner-budget", str(TRIALS), "--outer-cycles", "1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -43,6 +44,7 @@ def test_a_second_cli_on_a_running_run_dir_refuses_and_never_writes(standin: Pat
             assert f"pid {first.pid}" in lines[0] or "already holds a run" in lines[0], lines[0]
             assert first.poll() is None, "the first run ended before the second was refused"
             assert (run_dir / "journal.jsonl").stat().st_size >= size
+        gate.touch()
         assert first.wait(timeout=120) == 0, first.stderr.read().decode()[-2000:]
     finally:
         if first.poll() is None:

@@ -8,6 +8,7 @@ chosen per invocation by the test, through environment variables read at run tim
                         misbehaves: crash_start, crash_mid, fail, nan, no_summary, hang, stubborn,
                         flood:<MB>, leave_child
   STANDIN_SLEEP=S       spend S seconds "training" (a test can kill the controller mid-trial)
+  STANDIN_GATE=PATH     keep "training" until PATH exists (at most 120 s): a test holds a run open
   STANDIN_PIDS=PATH     append "PID" lines for every process a fault starts (orphan checks)
   STANDIN_DUMP_ENV=1    print the whole environment into the log (secret checks)
 """
@@ -93,6 +94,9 @@ def main():
         if fault == "crash_mid" and step == 2:
             raise RuntimeError("stand-in: CUDA out of memory (simulated) mid-training")
         time.sleep(sleep_s / 5)
+    gate, waited = os.environ.get("STANDIN_GATE"), time.monotonic()
+    while gate and not os.path.exists(gate) and time.monotonic() - waited < 120:
+        time.sleep(0.05)
     print()
     if fault == "fail":
         print("FAIL", flush=True)
