@@ -2,8 +2,9 @@
 
     python benchmarks/mechanisms_suite.py                      # 10 seeds, 31 trials, every target
     python benchmarks/mechanisms_suite.py --seeds 3 --targets lr_bowl,needle --jobs 2
-    python benchmarks/mechanisms_suite.py --targets lr_bowl,coupled,batch,cliff --jobs 2 \
-        --seeds 20 --first-seed 1000 --evidence core/mechanisms/evidence.json  # what Level 2's designer reads
+    python benchmarks/mechanisms_suite.py --targets lr_bowl,coupled,batch,cliff \
+        --arms tabu,bandit,orthogonal,step_size,surrogate,pattern,multiscale --seeds 20 --first-seed 1000 \
+        --jobs 2 --evidence domains/train_opt/mechanisms/evidence.json   # what Level 2's designer reads
 
 Every arm is the suite's group A — train_opt's real Level-1 loop on a suite target, each trial measured
 in-process (:mod:`experiments.suite.groups`) — with one library mechanism attached before the run
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--by-target", action="store_true", help="also print a table per target")
     parser.add_argument("--evidence", metavar="PATH",
                         help="also write each template's measured effect as JSON (the file Level 2's designer "
-                             "reads: core/mechanisms/evidence.json); training targets only")
+                             "reads: domains/train_opt/mechanisms/evidence.json); training targets only, every template")
     args = parser.parse_args(argv)
     targets, arms = args.targets.split(","), args.arms.split(",")
     unknown = [t for t in targets if t not in TARGETS] + [a for a in arms if a not in ARMS]
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown target(s)/arm(s): {', '.join(unknown)}")
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.evidence and set(TEMPLATES) - set(arms):
+        parser.error(f"--evidence measures every template: add {', '.join(sorted(set(TEMPLATES) - set(arms)))} to --arms")
     if args.evidence and set(targets) & set(HELD_OUT):
         parser.error(f"--evidence is measured on training targets only: drop {', '.join(sorted(set(targets) & set(HELD_OUT)))} "
                      f"from --targets (the held-out targets judge the designs it informs)")

@@ -23,11 +23,9 @@ the user's cache across runs, which a sandboxed worker cannot write; it is attac
 ``TEMPLATES`` maps a template name to its metadata: ``module`` (file name in this folder),
 ``class_name``, ``description``, ``addresses`` (the short diagnosis tag a designer matches a trace
 against), ``diagnosis`` (the symptom in words), ``hooks`` (the hooks it overrides) and ``params``
-(the defaults, read from the module's ``PARAMS``) and ``evidence``: the template's measured effect
-when attached to Level 1 on the cheap suite's training targets (``evidence.json`` in this folder,
-written by ``benchmarks/mechanisms_suite.py --evidence``; ``None`` for a template it does not cover).
-The designer's menu shows it, so a design can follow what was measured rather than what a name
-promises. It was measured with the offline stand-in researcher, never on the held-out targets.
+(the defaults, read from the module's ``PARAMS``). What a template was *measured* to do is a
+domain's knowledge, not the library's: train_opt's designer menu adds it
+(:mod:`domains.train_opt.mechanism_research`).
 """
 
 import json
@@ -47,7 +45,6 @@ from core.mechanisms.surrogate import SurrogateMechanism
 from core.mechanisms.tabu import TabuMechanism
 
 __all__ = [
-    "EVIDENCE",
     "LIBRARY",
     "TEMPLATES",
     "BanditMechanism",
@@ -92,16 +89,6 @@ _MODULES = {"tabu": tabu, "bandit": bandit, "orthogonal": orthogonal, "step_size
             "surrogate": surrogate, "pattern": pattern, "multiscale": multiscale}
 
 
-def _evidence() -> dict[str, Any]:
-    path = _FOLDER / "evidence.json"
-    if not path.is_file():
-        return {}
-    return dict(json.loads(path.read_text(encoding="utf-8")).get("templates", {}))
-
-
-EVIDENCE: dict[str, Any] = _evidence()
-
-
 def _hooks(cls: type[Mechanism]) -> tuple[str, ...]:
     return tuple(h for h in HOOKS if getattr(cls, h) is not getattr(Mechanism, h))
 
@@ -115,7 +102,6 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         "diagnosis": diagnosis,
         "hooks": _hooks(LIBRARY[name]),
         "params": dict(_MODULES[name].PARAMS),
-        "evidence": EVIDENCE.get(name),
     }
     for name, (addresses, diagnosis) in _DIAGNOSES.items()
 }

@@ -98,7 +98,8 @@ def measured(evidence: dict[str, Any] | None) -> str:
     """A template's measured effect, as the menu line shows it."""
     if not evidence:
         return "not measured"
-    return f"measured: regret {evidence['delta_regret']:+.4f}, won/lost {evidence['won']}/{evidence['lost']}, p {evidence['p_sign']:g}"
+    return (f"measured: Δregret {evidence['delta_regret']:+.4f} vs none, won/lost {evidence['won']}/{evidence['lost']}, "
+            f"p {evidence['p_sign']:g}")
 
 
 def render_design_prompt(context: dict[str, Any], ctx: ProposalContext, *, hook_timeout_s: float = 5.0) -> str:

@@ -13,11 +13,14 @@ best-so-far rule would revert nearly every design for being late, not for being 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.inner_loop import InnerLoopController
 from core.mechanisms import TEMPLATES, render_template
@@ -38,12 +41,51 @@ class DesignReply(BaseModel):
 
 
 DOMAIN_FILLED = ("space",)  # template parameters the domain fills in: the designer never writes them
+EVIDENCE_PATH = Path(__file__).parent / "mechanisms" / "evidence.json"
+EVIDENCE_COMMAND = ("python benchmarks/mechanisms_suite.py --targets lr_bowl,coupled,batch,cliff --seeds 20 "
+                    "--first-seed 1000 --jobs 2 --evidence domains/train_opt/mechanisms/evidence.json")
+
+
+class Measured(BaseModel):
+    """One template's measured effect: attached to Level 1 vs not, paired runs on the cheap suite's
+    training targets (``benchmarks/mechanisms_suite.py --evidence``, offline stand-in researcher)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    delta_regret: float  # mean paired difference of the final regret, with minus without (< 0: it helped)
+    won: int = Field(ge=0)
+    lost: int = Field(ge=0)
+    p_sign: float = Field(ge=0, le=1)
+
+
+class EvidenceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    about: str
+    targets: list[str]
+    seeds: list[int]
+    trials: int
+    templates: dict[str, Measured]
+
+
+@cache
+def template_evidence(path: Path = EVIDENCE_PATH) -> dict[str, dict[str, Any]]:
+    """Per template, its measured effect (``{}`` without the file). A damaged file is one clear error."""
+    if not path.is_file():
+        return {}
+    try:
+        data = EvidenceFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"{path.name} is damaged ({first}); regenerate it: {EVIDENCE_COMMAND}") from None
+    return {name: m.model_dump() for name, m in data.templates.items()}
 
 
 def template_menu() -> dict[str, dict[str, Any]]:
+    """The library templates as the designer sees them, each with its measured effect (``None`` if
+    not measured)."""
+    evidence = template_evidence()
     return {name: {"addresses": meta["addresses"], "description": meta["description"],
                    "default_params": {k: v for k, v in meta["params"].items() if k not in DOMAIN_FILLED},
-                   "evidence": meta.get("evidence")}
+                   "evidence": evidence.get(name)}
             for name, meta in TEMPLATES.items()}
 
 

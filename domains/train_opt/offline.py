@@ -38,7 +38,8 @@ PURPOSE_PROPOSE = "train_opt.propose"
 PURPOSE_ANALYZE = "train_opt.analyze"
 PURPOSE_DESIGN = "train_opt.design_mechanism"
 # a template counts as measured to help when its paired runs won more than they lost, its mean regret
-# fell, and the sign test makes a coin flip unlikely enough (a 40/39 record is no evidence)
+# fell, and its sign test p is below this: a loose screen that drops coin flips (40/39, p = 1), not a
+# significance test — seven templates are screened at once, uncorrected
 EVIDENCE_P = 0.5
 _WINDOW_VARIANTS = ("L", "SL", "SSL", "SSSL", "SLSL", "LLLL", "SSSS")
 
@@ -226,12 +227,15 @@ def design(request: Any) -> dict[str, Any]:
         for name in templates:
             if f"template:{name}" in line:
                 avoid.add(f"template:{name}")
+
+    def helped(t: str) -> bool:
+        evidence = templates[t].get("evidence") or {}
+        return (float(evidence.get("delta_regret", 0.0)) < 0 and evidence.get("won", 0) > evidence.get("lost", 0)
+                and float(evidence.get("p_sign", 1.0)) < EVIDENCE_P)
+
     def rank(t: str) -> tuple[bool, float, float, str]:
         evidence = templates[t].get("evidence") or {}
-        delta = float(evidence.get("delta_regret", 0.0))
-        helped = (delta < 0 and evidence.get("won", 0) > evidence.get("lost", 0)
-                  and float(evidence.get("p_sign", 1.0)) < EVIDENCE_P)
-        return not helped, -diagnosis.get(templates[t]["addresses"], 0.0), delta, t
+        return not helped(t), -diagnosis.get(templates[t]["addresses"], 0.0), float(evidence.get("delta_regret", 0.0)), t
 
     ranked = sorted(templates, key=rank)
     choices = [t for t in ranked if f"template:{t}" not in avoid] or ranked
@@ -243,11 +247,17 @@ def design(request: Any) -> dict[str, Any]:
         if key in ("tenure", "patience", "window") and isinstance(value, int):
             tuned[key] = max(2, min(value, budget + 1))
     why = templates[name]["addresses"]
+    top = max(diagnosis, key=lambda k: (diagnosis[k], k)) if diagnosis else why
     evidence = templates[name].get("evidence")
-    shown = f"; measured {evidence['delta_regret']:+.4f} regret vs none" if evidence else "; not measured"
+    if helped(name):
+        reason = (f"measured to help (Δregret {evidence['delta_regret']:+.4f}, won/lost {evidence['won']}/"
+                  f"{evidence['lost']}); it addresses '{why}' ({diagnosis.get(why, 0):.2f})")
+    else:
+        shown = f", measured Δregret {evidence['delta_regret']:+.4f}" if evidence else ", not measured"
+        reason = f"it addresses '{why}' ({diagnosis.get(why, 0):.2f}){shown}"
     return {"template": name, "params": tuned, "source": None,
-            "rationale": f"[offline stand-in] bottleneck '{why}' (score {diagnosis.get(why, 0):.2f}); "
-                         f"template {name} addresses it{shown}"}
+            "rationale": f"[offline stand-in] template {name}: {reason}; most severe bottleneck '{top}' "
+                         f"({diagnosis.get(top, 0):.2f})"}
 
 
 def register() -> None:

@@ -112,3 +112,25 @@ def test_resuming_another_domains_run_is_a_one_line_error(project, tmp_path):
     with pytest.raises(UserError, match="does not hold a run of article_opt") as info:
         ArticleSession.resume(tmp_path / "run")
     assert "\n" not in str(info.value)
+
+
+def test_level_2_puts_the_design_on_trial_ahead_of_earlier_keeps_and_resume_restores_that_order(
+        project, tmp_path, monkeypatch):
+    # every design kept, so cycle 2's design runs beside cycle 1's: it must be first in line (a first-
+    # answer hook reaches it before the earlier keep), and a resumed run must stand the same way
+    monkeypatch.setattr(BeatsParent, "decide", lambda self, score, incumbent, ctx: True)
+    monkeypatch.setattr(BeatsParent, "judge", lambda self, evidence, ctx: ("keep", {"rule": "test: keep every design"}))
+    run = tmp_path / "r"
+    session = ScriptSession.start(settings(project, inner_budget=2, outer_cycles=3, levels=("1", "2")), run)
+    try:
+        session.run()
+        kept = [r.info["mechanism"] for r in session.level2.history if r.status is Status.KEEP and r.info.get("mechanism")]
+        order = [m.name for m in session.inner.mechanisms if m.origin == "generated"]
+    finally:
+        session.close()
+    assert len(kept) == 2 and order == kept[::-1], (kept, order)  # the later design first
+    again = ScriptSession.resume(run)
+    try:
+        assert [m.name for m in again.inner.mechanisms if m.origin == "generated"] == order
+    finally:
+        again.close()

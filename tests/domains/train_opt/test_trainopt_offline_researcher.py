@@ -362,6 +362,35 @@ def test_a_record_that_is_not_evidence_of_help_does_not_outrank_the_diagnosis(re
     assert picks.most_common(1)[0][0] == "step_size", picks
 
 
+@pytest.mark.parametrize("top", sorted({m["addresses"] for m in TEMPLATES.values()}))
+def test_with_the_shipped_evidence_the_designer_picks_a_template_it_says_was_measured_to_help(top):
+    # production: the real menu, whatever the diagnosis says, leads with a template its evidence supports
+    menu = template_menu()
+    supported = {n for n, m in menu.items() if m["evidence"] and m["evidence"]["delta_regret"] < 0
+                 and m["evidence"]["won"] > m["evidence"]["lost"] and m["evidence"]["p_sign"] < offline.EVIDENCE_P}
+    assert supported, "the shipped evidence supports no template"
+    diagnosis = {m["addresses"]: (0.9 if m["addresses"] == top else 0.1) for m in TEMPLATES.values()}
+    picks = Counter(design(seed, diagnosis, menu=menu).template for seed in range(40))
+    leader = picks.most_common(1)[0][0]
+    assert leader in supported, (top, picks)
+    addressing = [n for n in supported if TEMPLATES[n]["addresses"] == top]
+    if addressing:  # the diagnosis decides among the supported ones
+        assert TEMPLATES[leader]["addresses"] == top, (top, picks)
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_the_design_rationale_says_why_it_was_picked_and_names_the_real_top_bottleneck(measured):
+    menu = _measured_menu({"surrogate": 0.02}) if measured else unmeasured_menu()
+    diagnosis = {"repeats": 0.0, "narrow": 0.1, "plateau": 0.0, "crashes/overshoot": 0.9}
+    replies = [design(seed, diagnosis, menu=menu) for seed in range(10)]
+    assert all("most severe bottleneck 'crashes/overshoot' (0.90)" in r.rationale for r in replies)
+    reply = max(replies, key=lambda r: [x.template for x in replies].count(r.template))  # the designer's usual pick
+    if measured:
+        assert reply.template == "surrogate" and "measured to help (Δregret -0.0200, won/lost 30/10)" in reply.rationale
+    else:
+        assert reply.template == "step_size" and "not measured" in reply.rationale
+
+
 def test_the_design_prompt_shows_each_templates_measured_effect():
     from domains.train_opt.design_prompt import render_design_prompt
 
@@ -370,7 +399,7 @@ def test_the_design_prompt_shows_each_templates_measured_effect():
     ctx = ProposalContext(loop="mechanism", iteration=1, cycle=1, direction="maximize")
     prompt = render_design_prompt({"diagnosis": _diagnosis("tabu"), "templates": menu, "inner_budget": 3}, ctx)
     tabu_line = next(line for line in prompt.splitlines() if line.startswith("- tabu:"))
-    assert "measured: regret -0.0249, won/lost 30/10, p 0.002" in tabu_line
+    assert "measured: Δregret -0.0249 vs none, won/lost 30/10, p 0.002" in tabu_line
     assert "not measured" in next(line for line in prompt.splitlines() if line.startswith("- bandit:"))
 
 

@@ -1,6 +1,6 @@
 """The measured effects Level 2's designer reads: where they come from and what they may not touch.
 
-``core/mechanisms/evidence.json`` is written by ``benchmarks/mechanisms_suite.py --evidence`` from
+``domains/train_opt/mechanisms/evidence.json`` is written by ``benchmarks/mechanisms_suite.py --evidence`` from
 paired runs on the cheap suite's *training* targets; the held-out targets judge the designs it
 informs, so the benchmark refuses to measure evidence on them.
 """
@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from core.mechanisms import EVIDENCE, TEMPLATES
+from core.mechanisms import TEMPLATES
+from domains.train_opt import mechanism_research
+from domains.train_opt.mechanism_research import EVIDENCE_PATH, template_evidence, template_menu
 from experiments.suite import HELD_OUT, TARGETS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def bench():
@@ -27,13 +29,41 @@ def bench():
 
 
 def test_the_committed_evidence_covers_every_template_from_training_targets_only():
-    data = json.loads((ROOT / "core" / "mechanisms" / "evidence.json").read_text(encoding="utf-8"))
+    data = json.loads(EVIDENCE_PATH.read_text(encoding="utf-8"))
     assert set(data["targets"]) <= set(TARGETS) and not set(data["targets"]) & set(HELD_OUT)
     assert "stand-in" in data["about"]  # never presented as a model's result
     assert set(data["templates"]) == set(TEMPLATES)
-    for name, meta in TEMPLATES.items():
-        assert meta["evidence"] == data["templates"][name] == EVIDENCE[name]
-        assert set(meta["evidence"]) == {"delta_regret", "won", "lost", "p_sign"}
+    menu = template_menu()
+    for name in TEMPLATES:
+        assert menu[name]["evidence"] == data["templates"][name]
+        assert set(menu[name]["evidence"]) == {"delta_regret", "won", "lost", "p_sign"}
+
+
+def test_the_library_itself_carries_no_domain_measurements():
+    # what a template was measured to do on train_opt's suite is train_opt's knowledge
+    assert all("evidence" not in meta for meta in TEMPLATES.values())
+
+
+@pytest.mark.parametrize("text", [
+    "{not json",
+    '{"about": "x", "targets": [], "seeds": [], "trials": 31}',  # no templates
+    '{"about": "x", "targets": [], "seeds": [], "trials": 31, "templates": {"tabu": {"delta_regret": -0.1}}}',
+    '{"about": "x", "targets": [], "seeds": [], "trials": 31, "templates": {"tabu": '
+    '{"delta_regret": -0.1, "won": 3, "lost": 1, "p_sign": 7}}}',  # a p-value above 1
+    '[1, 2, 3]',
+])
+def test_a_damaged_evidence_file_is_one_clear_error_naming_the_command_that_rewrites_it(tmp_path, text):
+    path = tmp_path / "evidence.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError) as err:
+        template_evidence(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("evidence.json is damaged") and "--evidence" in message
+
+
+def test_without_an_evidence_file_every_template_is_shown_as_not_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(mechanism_research, "template_evidence", lambda: template_evidence(tmp_path / "none.json"))
+    assert all(entry["evidence"] is None for entry in template_menu().values())
 
 
 @pytest.mark.parametrize("targets", [",".join(HELD_OUT), "lr_bowl,ridge", "needle,batch,cliff"])
@@ -45,7 +75,8 @@ def test_the_benchmark_refuses_to_measure_evidence_on_a_held_out_target(targets,
     assert "training targets only" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--seeds", "0"], ["--seeds", "-3"], ["--arms", "nope"], ["--targets", "nope"]])
+@pytest.mark.parametrize("argv", [["--seeds", "0"], ["--seeds", "-3"], ["--arms", "nope"], ["--targets", "nope"],
+                                  ["--targets", "lr_bowl", "--arms", "tabu,pattern", "--evidence", "out.json"]])
 def test_the_benchmark_refuses_bad_arguments_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         bench().main(argv)
