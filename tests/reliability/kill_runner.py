@@ -5,7 +5,8 @@
 MODE says where the process kills itself (``SIGKILL``: no cleanup, no ``finally``):
 
   journal    in the N-th journal append, after writing part of a line (a torn write)
-  proposal   in the N-th call of a Level-1 proposer or Level-2 designer
+  proposal   in the N-th proposal step of any loop (the proposer, a proposing mechanism, the Level-2
+             designer: whoever answers, the step is the controller's)
   trial      0.05 s into the N-th training child, while it runs
   none       nowhere (the test may still kill it from outside at a random time)
 """
@@ -45,16 +46,17 @@ def arm(mode: str, n: int) -> None:
 
         Journal.append = append
     elif mode == "proposal":
-        from domains.train_opt.mechanism_research import MechanismDesigner
-        from domains.train_opt.runner import LLMProposer
+        # the controller's step, not a proposer class: a proposing mechanism may answer instead
+        from core.inner_loop import InnerLoopController
 
-        for cls in (LLMProposer, MechanismDesigner):
-            def propose(self, ctx, _real=cls.propose):
-                if due():
-                    die()
-                return _real(self, ctx)
+        real_propose = InnerLoopController._propose
 
-            cls.propose = propose
+        def _propose(self, ctx):
+            if due():
+                die()
+            return real_propose(self, ctx)
+
+        InnerLoopController._propose = _propose
     elif mode == "trial":
         real_popen = subprocess.Popen
 
