@@ -228,16 +228,11 @@ def design(request: Any) -> dict[str, Any]:
             if f"template:{name}" in line:
                 avoid.add(f"template:{name}")
 
-    def helped(t: str) -> bool:
-        evidence = templates[t].get("evidence") or {}
-        return (float(evidence.get("delta_regret", 0.0)) < 0 and evidence.get("won", 0) > evidence.get("lost", 0)
-                and float(evidence.get("p_sign", 1.0)) < EVIDENCE_P)
-
-    def rank(t: str) -> tuple[bool, float, float, str]:
-        evidence = templates[t].get("evidence") or {}
-        return not helped(t), -diagnosis.get(templates[t]["addresses"], 0.0), float(evidence.get("delta_regret", 0.0)), t
-
-    ranked = sorted(templates, key=rank)
+    evidence = {t: templates[t].get("evidence") or {} for t in templates}
+    helped = {t for t, e in evidence.items() if float(e.get("delta_regret", 0.0)) < 0
+              and e.get("won", 0) > e.get("lost", 0) and float(e.get("p_sign", 1.0)) < EVIDENCE_P}
+    ranked = sorted(templates, key=lambda t: (t not in helped, -diagnosis.get(templates[t]["addresses"], 0.0),
+                                              float(evidence[t].get("delta_regret", 0.0)), t))
     choices = [t for t in ranked if f"template:{t}" not in avoid] or ranked
     name = choices[0] if rng.random() < 0.85 or len(choices) == 1 else choices[1]
     defaults = dict(templates[name].get("default_params", {}))
@@ -248,12 +243,12 @@ def design(request: Any) -> dict[str, Any]:
             tuned[key] = max(2, min(value, budget + 1))
     why = templates[name]["addresses"]
     top = max(diagnosis, key=lambda k: (diagnosis[k], k)) if diagnosis else why
-    evidence = templates[name].get("evidence")
-    if helped(name):
-        reason = (f"measured to help (Δregret {evidence['delta_regret']:+.4f}, won/lost {evidence['won']}/"
-                  f"{evidence['lost']}); it addresses '{why}' ({diagnosis.get(why, 0):.2f})")
+    mine = evidence[name]
+    if name in helped:
+        reason = (f"measured to help (Δregret {mine['delta_regret']:+.4f}, won/lost {mine['won']}/"
+                  f"{mine['lost']}); it addresses '{why}' ({diagnosis.get(why, 0):.2f})")
     else:
-        shown = f", measured Δregret {evidence['delta_regret']:+.4f}" if evidence else ", not measured"
+        shown = f", measured Δregret {mine['delta_regret']:+.4f}" if mine else ", not measured"
         reason = f"it addresses '{why}' ({diagnosis.get(why, 0):.2f}){shown}"
     return {"template": name, "params": tuned, "source": None,
             "rationale": f"[offline stand-in] template {name}: {reason}; most severe bottleneck '{top}' "
