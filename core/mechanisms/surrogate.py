@@ -14,9 +14,13 @@ scale and an eighth of the range on a linear one), drops those already measured 
 proposes the best by the model:
 
 - ``model="gp"`` (default): Gaussian-process regression on the standardised scores — squared-
-  exponential kernel ``bandwidth`` steps wide per number, ``choice_kernel`` between two different
-  options of a choice, observation noise ``noise`` — and the candidate with the highest expected
-  improvement over the best score measured;
+  exponential kernel, ``choice_kernel`` between two different options of a choice, observation noise
+  ``noise`` — and the candidate with the highest expected improvement over the best score measured.
+  With ``fit`` (default) each number gets its own kernel width, chosen by the GP's marginal
+  likelihood (¹⁄₈ to 1 × ``bandwidth`` steps, coordinate ascent) once there are two scored trials per
+  number, and a candidate's move on a number shrinks with its width: a parameter on which the
+  metric is steep (a learning rate next to a warm-up ratio) is moved finely, a flat one boldly.
+  Without ``fit``, one width (``bandwidth``) for every number;
 - ``model="parzen"``: TPE — the best ``gamma`` share of the trials are *good*, the rest *bad*, each
   set a Parzen density with the same kernel; the candidate with the highest ``l(x) / g(x)``.
 
@@ -54,10 +58,12 @@ PARAMS = {
     "every": 1,  # propose on every `every`-th iteration; the others are left to the proposer
     "model": "gp",  # "gp": Gaussian-process regression + expected improvement; "parzen": TPE's l/g ratio
     "noise": 0.1,  # gp: observation noise, as a share of the scores' spread
+    "fit": True,  # gp: fit a kernel width per number by marginal likelihood (else `bandwidth` for all)
 }
 _MODELS = ("gp", "parzen")
 
 _MOVES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)
+WIDTHS = (0.125, 0.25, 0.5, 1.0, 2.0)  # gp fit: the kernel widths tried, as multiples of `bandwidth`
 
 
 class SurrogateMechanism(Mechanism):
@@ -88,15 +94,54 @@ class SurrogateMechanism(Mechanism):
         super().__init__(**merged)
         ParamSpace.of(merged["space"])  # a malformed space fails here, not at the first proposal
 
-    def _kernel(self, space: ParamSpace, a: dict[str, Any], b: dict[str, Any], names: list[str]) -> float:
+    def _kernel(self, space: ParamSpace, a: dict[str, Any], b: dict[str, Any], names: list[str],
+                widths: dict[str, float] | None = None) -> float:
         value = 1.0
         for name in names:
             if space.dims[name]["kind"] in ("choice", "bool"):
                 value *= 1.0 if a[name] == b[name] else self.params["choice_kernel"]
             else:
-                d = (space.coordinate(name, a[name]) - space.coordinate(name, b[name])) / self.params["bandwidth"]
+                width = widths[name] if widths else self.params["bandwidth"]
+                d = (space.coordinate(name, a[name]) - space.coordinate(name, b[name])) / width
                 value *= math.exp(-0.5 * d * d)
         return value
+
+    def fit_widths(self, space: ParamSpace, xs: list[dict[str, Any]], zs: list[float],
+                   names: list[str]) -> dict[str, float]:
+        """A kernel width per number (automatic relevance determination): coordinate ascent of the
+        GP's log marginal likelihood over ``WIDTHS`` × ``bandwidth``, two passes, ties to the wider."""
+        numeric = [n for n in names if space.dims[n]["kind"] not in ("choice", "bool")]
+        widths = {n: float(self.params["bandwidth"]) for n in numeric}
+        if not numeric or len(xs) < 2 * len(numeric):
+            return widths
+        size = len(xs)
+        coords = {n: [space.coordinate(n, x[n]) for x in xs] for n in numeric}
+        gaps = {n: [[(c[i] - c[j]) ** 2 for j in range(size)] for i in range(size)] for n, c in coords.items()}
+        others = [n for n in names if n not in widths]
+        fixed = [[self._kernel(space, a, b, others) for b in xs] for a in xs]
+        noise = self.params["noise"] ** 2
+
+        def likelihood(w: dict[str, float]) -> float:
+            scales = [(gaps[n], -0.5 / w[n] ** 2) for n in numeric]
+            k = [[0.0] * size for _ in range(size)]
+            for i in range(size):
+                for j in range(i + 1):
+                    value = fixed[i][j] * math.exp(sum(g[i][j] * c for g, c in scales))
+                    k[i][j] = k[j][i] = value
+                k[i][i] += noise
+            chol = _cholesky(k)
+            alpha = _solve_upper(chol, _solve_lower(chol, zs))
+            return -0.5 * sum(a * z for a, z in zip(alpha, zs, strict=True)) - sum(math.log(chol[i][i]) for i in range(size))
+
+        best = likelihood(widths)
+        for _ in range(2):
+            for name in numeric:
+                for factor in sorted(WIDTHS, reverse=True):
+                    trial = {**widths, name: self.params["bandwidth"] * factor}
+                    value = likelihood(trial)
+                    if value > best + 1e-9:
+                        best, widths = value, trial
+        return widths
 
     def split(self, space: ParamSpace, ctx: ProposalContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """``(good, bad)`` measured configurations (parzen); empty while there are too few scored ones."""
@@ -132,7 +177,8 @@ class SurrogateMechanism(Mechanism):
         return scored + [(worst, c) for c in failed]
 
     def gp(self, space: ParamSpace, data: list[tuple[float, dict[str, Any]]], names: list[str]):
-        """A Gaussian process fitted to ``data``: returns ``predict(x) -> (mean, sd)`` in score units."""
+        """A Gaussian process fitted to ``data``: ``(predict, widths)`` — ``predict(x) -> (mean, sd)`` in
+        score units, and the kernel width per number it fitted (empty with ``fit`` off)."""
         ys = [y for y, _ in data]
         mu = sum(ys) / len(ys)
         spread = math.sqrt(sum((y - mu) ** 2 for y in ys) / len(ys)) or 1.0
@@ -140,18 +186,20 @@ class SurrogateMechanism(Mechanism):
         xs = [c for _, c in data]
         n = len(xs)
         noise = self.params["noise"] ** 2
-        k = [[self._kernel(space, xs[i], xs[j], names) + (noise if i == j else 0.0) for j in range(n)] for i in range(n)]
+        widths = self.fit_widths(space, xs, zs, names) if self.params["fit"] else None
+        k = [[self._kernel(space, xs[i], xs[j], names, widths) + (noise if i == j else 0.0) for j in range(n)]
+             for i in range(n)]
         chol = _cholesky(k)
         alpha = _solve_upper(chol, _solve_lower(chol, zs))
 
         def predict(x: dict[str, Any]) -> tuple[float, float]:
-            kx = [self._kernel(space, x, c, names) for c in xs]
+            kx = [self._kernel(space, x, c, names, widths) for c in xs]
             mean = sum(a * b for a, b in zip(kx, alpha, strict=True))
             v = _solve_lower(chol, kx)
             var = max(1e-12, 1.0 - sum(t * t for t in v))
             return mu + spread * mean, spread * math.sqrt(var)
 
-        return predict
+        return predict, widths or {}
 
     def propose(self, ctx: ProposalContext) -> Proposal | None:
         space = ParamSpace.of(self.params["space"], ctx)
@@ -163,7 +211,7 @@ class SurrogateMechanism(Mechanism):
             data = self.data(space, ctx)
             if not names or not data:
                 return None
-            predict = self.gp(space, data, model_names)
+            predict, widths = self.gp(space, data, model_names)
             best_y = min(y for y, _ in data)
 
             def score(x: dict[str, Any]) -> float:
@@ -172,6 +220,7 @@ class SurrogateMechanism(Mechanism):
                 return (best_y - mean) * 0.5 * (1 + math.erf(z / math.sqrt(2))) + sd * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
             what = f"Gaussian process on {len(data)} trials"
         else:
+            widths = {}
             good, bad = self.split(space, ctx)
             if not names or not good:
                 return None
@@ -188,7 +237,10 @@ class SurrogateMechanism(Mechanism):
             k = min(len(names), self.params["max_changes"]) if rng.random() < 0.3 else 1
             changes = {}
             for name in rng.sample(names, k):
-                new = space.move(name, current[name], rng.choice(_MOVES) * scale, rng)
+                step = rng.choice(_MOVES) * scale
+                if widths.get(name):  # a fitted width: the metric changes on that scale, so move on it
+                    step *= min(1.0, widths[name] / self.params["bandwidth"])
+                new = space.move(name, current[name], step, rng)
                 if new != current[name]:
                     changes[name] = new
             config = {**current, **changes}

@@ -143,6 +143,42 @@ def test_surrogate_finds_a_better_configuration_than_the_walk_on_paired_seeds(tm
     assert sum(g > 0 for g in gains) >= 4, gains
 
 
+def valley(c: dict[str, Any]) -> float:
+    """A curved, badly scaled valley (like the suite's ``coupled``): the best LR moves with WD, and one
+    doubling of LR costs ~100 times what an eighth of WD's range does."""
+    return 3.0 + 1.5 * (math.log2(c["LR"] / 0.001) - 2.0 * c["WD"] - 0.3) ** 2 + 0.5 * (c["WD"] - 0.6) ** 2
+
+
+@pytest.mark.parametrize("steep", ["LR", "WD", "DEPTH"])
+def test_surrogate_fits_a_narrow_kernel_on_the_steep_parameter_and_a_wide_one_on_the_flat(steep: str):
+    space, rng = ParamSpace(DIMS), random.Random(7)
+    numbers = ["LR", "WD", "DEPTH"]
+    xs = [{**START, **{n: space.move(n, START[n], rng.uniform(-3.0, 3.0), rng) for n in numbers}} for _ in range(24)]
+    ys = [(space.coordinate(steep, x[steep]) - space.coordinate(steep, START[steep])) ** 2 for x in xs]
+    widths = build("surrogate", space=SPACE).fit_widths(space, xs, ys, sorted(DIMS))
+    flat = [n for n in numbers if n != steep]
+    assert all(widths[steep] < widths[n] for n in flat), widths
+    assert set(widths) == set(numbers)  # a choice keeps its fixed kernel
+
+
+def test_surrogate_keeps_one_width_with_too_few_trials_to_fit():
+    space = ParamSpace(DIMS)
+    xs = [dict(START, LR=v) for v in (0.001, 0.002, 0.004)]
+    widths = build("surrogate", space=SPACE).fit_widths(space, xs, [0.0, 1.0, 4.0], sorted(DIMS))
+    assert set(widths.values()) == {2.0}
+
+
+def test_surrogate_fitted_widths_beat_one_width_on_a_badly_scaled_valley(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(globals(), "loss", valley)
+    search = {"active_params": ["LR", "WD"]}
+    gains = [best(run(tmp_path, build("surrogate", space=SPACE, fit=False), seed=s, iterations=20, search=search,
+                      tag="one")) -
+             best(run(tmp_path, build("surrogate", space=SPACE), seed=s, iterations=20, search=search, tag="fit"))
+             for s in range(6)]
+    assert sum(gains) / len(gains) > 0.01, gains  # lower loss with a width per parameter, over the pairs
+    assert sum(g > 0 for g in gains) >= 4, gains
+
+
 def test_surrogate_parzen_model_proposes_too(tmp_path: Path):
     with_, without = paired(tmp_path, lambda: build("surrogate", space=SPACE, model="parzen"), iterations=8)
     assert effects(with_, "surrogate")["propose"] >= 4 and changes(with_) != changes(without)
