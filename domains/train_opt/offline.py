@@ -16,8 +16,9 @@ carries — no text is "understood":
 * ``train_opt.design_mechanism``  a Level-2 design: a library template, parameterised from the trace,
   skipping designs the feedback rejected. Templates whose measured effect (the menu's ``evidence``:
   paired runs on the benchmark's training targets) says they helped — more wins than losses, a lower
-  mean regret, sign test p < ``EVIDENCE_P`` — come first; among them, and among the rest, the one
-  that addresses the most severe diagnosed bottleneck.
+  mean regret, sign test p < ``EVIDENCE_P`` — come first, the largest measured gain first, a gain
+  weighted up to twice by the severity (0–1) of the diagnosed bottleneck the template addresses; among
+  the rest, the one that addresses the most severe bottleneck.
 
 It exists so every level runs end to end on any machine, and it is what the tests and the committed
 CPU results use. Its answers are never an LLM's and are never reported as such.
@@ -231,8 +232,14 @@ def design(request: Any) -> dict[str, Any]:
     evidence = {t: templates[t].get("evidence") or {} for t in templates}
     helped = {t for t, e in evidence.items() if float(e.get("delta_regret", 0.0)) < 0
               and e.get("won", 0) > e.get("lost", 0) and float(e.get("p_sign", 1.0)) < EVIDENCE_P}
-    ranked = sorted(templates, key=lambda t: (t not in helped, -diagnosis.get(templates[t]["addresses"], 0.0),
-                                              float(evidence[t].get("delta_regret", 0.0)), t))
+    def rank(t: str) -> tuple:
+        severity = diagnosis.get(templates[t]["addresses"], 0.0)
+        delta = float(evidence[t].get("delta_regret", 0.0))
+        if t in helped:  # the measured gain, up to doubled when it addresses the diagnosed bottleneck
+            return (False, delta * (1.0 + severity), -severity, t)
+        return (True, -severity, delta, t)
+
+    ranked = sorted(templates, key=rank)
     choices = [t for t in ranked if f"template:{t}" not in avoid] or ranked
     name = choices[0] if rng.random() < 0.85 or len(choices) == 1 else choices[1]
     defaults = dict(templates[name].get("default_params", {}))
