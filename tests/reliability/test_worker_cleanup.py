@@ -12,9 +12,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+
+from core import host
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,3 +99,127 @@ def test_a_forked_child_never_closes_the_workers_of_its_parent(tmp_path, child_e
     homes, pid = (int(x) for x in done.stdout.split())
     assert homes == 1  # the child left the parent's folder alone
     assert not list((tmp_path / "t").glob("bilevel-worker-*")) and not _alive(pid)  # and the parent cleaned up
+
+
+# -- a controller killed outright (SIGKILL) cannot clean up: the next one does -----------------------
+HOLD = textwrap.dedent('''
+    kept = [load() for _ in range(int(sys.argv[1]))]
+    print(*(k.worker_pid for k in kept), flush=True)
+    sys.stdin.read()  # held until the test kills this controller
+''')
+
+
+def _start(script: str, tmp: Path, *args: str) -> subprocess.Popen:
+    path = tmp / f"prog-{len(list(tmp.glob('prog-*')))}.py"
+    path.write_text(LOAD + script, encoding="utf-8")
+    env = {**os.environ, "TMPDIR": str(tmp / "t"), "PYTHONPATH": str(ROOT)}
+    (tmp / "t").mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, str(path), *args], cwd=tmp, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)], "a worker kept running after its controller was killed"
+
+
+@pytest.mark.parametrize("killed", [1, 2])
+def test_the_folders_of_a_killed_controller_are_removed_by_the_next_one(tmp_path, killed):
+    victims = [_start(HOLD, tmp_path, "2") for _ in range(killed)]
+    workers = [int(p) for v in victims for p in v.stdout.readline().split()]
+    assert len(workers) == 2 * killed
+    for victim in victims:
+        victim.kill()
+        victim.wait(timeout=30)
+    _wait_gone(workers)  # each worker reads EOF on its channel and exits
+    assert len(list((tmp_path / "t").glob("bilevel-worker-*"))) == 2 * killed  # what SIGKILL leaves behind
+    done = _run_in(tmp_path, "kept = load()\nprint(kept.worker_pid)")
+    assert done.returncode == 0, done.stderr
+    assert not list((tmp_path / "t").glob("bilevel-worker-*")), "the next controller left the dead one's folders"
+
+
+def test_a_live_controllers_folders_are_never_removed_by_another(tmp_path):
+    holder = _start(HOLD, tmp_path, "1")
+    try:
+        worker = int(holder.stdout.readline())
+        done = _run_in(tmp_path, "kept = load()\nprint(kept.worker_pid)")
+        assert done.returncode == 0, done.stderr
+        homes = list((tmp_path / "t").glob("bilevel-worker-*"))
+        assert len(homes) == 1 and _alive(worker)  # the holder's folder and worker are untouched
+        holder.stdin.close()  # the holder exits normally and cleans up after itself
+        assert holder.wait(timeout=60) == 0, holder.stderr.read()
+        assert not list((tmp_path / "t").glob("bilevel-worker-*"))
+    finally:
+        holder.kill()
+
+
+def _run_in(tmp: Path, script: str) -> subprocess.CompletedProcess:
+    path = tmp / "next.py"
+    path.write_text(LOAD + script, encoding="utf-8")
+    env = {**os.environ, "TMPDIR": str(tmp / "t"), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(path)], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _home(root: Path, name: str, owner: str | None) -> Path:
+    home = root / f"{host.HOME_PREFIX}{name}"
+    (home / "work").mkdir(parents=True)
+    if owner is not None:
+        (home / host.OWNER_FILE).write_text(owner + "\n", encoding="utf-8")
+    return home
+
+
+def _owner(pid: int, worker: int, *, started: str | None = None, namespace: str | None = None) -> str:
+    me = host._started(pid) or "-"
+    return f"{pid} {started or me} {worker} {host._started(worker) or '-'} {namespace or host._pid_namespace()}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/ns/pid").exists(), reason="needs Linux /proc")
+class TestSweep:
+    """Which folders :func:`core.host.sweep_stale_homes` removes: only those whose controller and
+    worker both died in this PID namespace; everything it cannot vouch for is left alone."""
+
+    def test_both_processes_dead_is_removed(self, tmp_path):
+        home = _home(tmp_path, "dead", _owner(_dead_pid(), _dead_pid()))
+        assert host.sweep_stale_homes(str(tmp_path)) == [str(home)] and not home.exists()
+
+    def test_a_reused_controller_pid_with_another_start_time_counts_as_dead(self, tmp_path):
+        home = _home(tmp_path, "reused", _owner(os.getpid(), _dead_pid(), started="1"))
+        assert host.sweep_stale_homes(str(tmp_path)) == [str(home)]
+
+    @pytest.mark.parametrize("case", ["controller-alive", "worker-alive", "no-owner-file", "garbage",
+                                      "truncated", "other-namespace", "negative-pid"])
+    def test_what_it_cannot_vouch_for_is_kept(self, tmp_path, case):
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            owner = {
+                "controller-alive": _owner(os.getpid(), _dead_pid()),
+                "worker-alive": _owner(_dead_pid(), sleeper.pid),
+                "no-owner-file": None,
+                "garbage": "not a pid at all",
+                "truncated": f"{_dead_pid()} 5",
+                "other-namespace": _owner(_dead_pid(), _dead_pid(), namespace="pid:[1]"),
+                "negative-pid": f"-1 - {_dead_pid()} - {host._pid_namespace()}",
+            }[case]
+            home = _home(tmp_path, case, owner)
+            assert host.sweep_stale_homes(str(tmp_path)) == [] and home.exists()
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+
+    def test_links_and_other_names_are_never_followed_or_removed(self, tmp_path):
+        target = _home(tmp_path / "elsewhere", "target", _owner(_dead_pid(), _dead_pid()))
+        link = tmp_path / f"{host.HOME_PREFIX}link"
+        link.symlink_to(target, target_is_directory=True)
+        other = tmp_path / "not-a-worker"
+        (other / "work").mkdir(parents=True)
+        (other / host.OWNER_FILE).write_text(_owner(_dead_pid(), _dead_pid()), encoding="utf-8")
+        assert host.sweep_stale_homes(str(tmp_path)) == []
+        assert link.is_symlink() and target.exists() and other.exists()
