@@ -145,7 +145,7 @@ def test_surrogate_finds_a_better_configuration_than_the_walk_on_paired_seeds(tm
 
 def valley(c: dict[str, Any]) -> float:
     """A curved, badly scaled valley (like the suite's ``coupled``): the best LR moves with WD, and one
-    doubling of LR costs ~100 times what an eighth of WD's range does."""
+    doubling of LR costs about 15 times what an eighth of WD's range does."""
     return 3.0 + 1.5 * (math.log2(c["LR"] / 0.001) - 2.0 * c["WD"] - 0.3) ** 2 + 0.5 * (c["WD"] - 0.6) ** 2
 
 
