@@ -113,12 +113,15 @@ class MechanismDesigner(Proposer):
         active = list(self.inner.search.active_params)  # the typed SearchConfig in force
         tried = [{"region": r.proposal.region, "status": r.status.value, "score": r.score, "iteration": r.iteration}
                  for r in ctx.history if r.proposal is not None and not r.proposal.is_baseline]
-        # a template already attached (kept) is not offered again: a second copy adds nothing
+        # a template already attached (kept) is not offered again — a second copy adds nothing — unless
+        # it proposes: the next design is attached in front and, if it proposes too, answers in its
+        # place, so designing the kept proposer again is how to keep it proposing
         attached = {m.name for m in self.inner.mechanisms}
         active_templates = sorted({r.proposal.changes["template"] for r in ctx.history
                                    if r.proposal is not None and r.proposal.changes.get("template")
                                    and r.info.get("mechanism") in attached})
-        menu = {k: v for k, v in template_menu().items() if k not in active_templates} or template_menu()
+        menu = {k: v for k, v in template_menu().items()
+                if k not in active_templates or "propose" in TEMPLATES[k]["hooks"]} or template_menu()
         context = {
             "diagnosis": diagnose(self.inner.history, active), "templates": menu, "tried": tried,
             "active_templates": active_templates,

@@ -99,3 +99,27 @@ def test_memory_flag_remembers_a_run_for_the_next_one_on_the_same_target(tmp_pat
     second = sessions[1]
     assert second[1].proposal.hypothesis.startswith("[memory] run first")
     assert second[1].hook_effects.get("memory", {}).get("propose") == 1
+
+
+class MenuSpy(FixedDesigner):
+    def structured(self, **kwargs: Any) -> DesignReply:
+        self.menu = kwargs["context"]["templates"]
+        return self.reply
+
+
+@pytest.mark.parametrize(("kept", "offered"), [("tabu", False), ("bandit", False), ("surrogate", True),
+                                               ("pattern", True), ("multiscale", True)])
+def test_a_kept_template_is_offered_again_only_when_it_proposes(kept: str, offered: bool):
+    # a kept filter or guidance mechanism keeps acting behind the next design; a kept proposer would be
+    # answered for by the next design (attached in front), so designing it again is how to keep it
+    from core.records import TrialRecord
+
+    record = TrialRecord(iteration=1, cycle=1, loop="mechanism", status="keep", info={"mechanism": f"{kept}#1"},
+                         proposal=Proposal(changes={"template": kept, "params": {}}, region=f"template:{kept}"))
+    inner = FakeInner()
+    inner.mechanisms = [type("M", (), {"name": f"{kept}#1"})()]
+    spy = MenuSpy(DesignReply(template="tabu", params={}))
+    MechanismDesigner(client=spy, inner=inner, inner_budget=3, space=lambda: space_param(standin_space())).propose(
+        ProposalContext(loop="mechanism", iteration=2, cycle=2, history=(record,)))
+    assert (kept in spy.menu) is offered
+    assert all(name in spy.menu for name in template_menu() if name != kept)
