@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import select
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import core
-from core import sandbox
+from core import homes, sandbox
 from core.errors import HookTimeout, MechanismError
 from core.mechanism import HOOKS, Mechanism
 from core.records import Constraints, FilterVerdict, Guidance, Proposal, ProposalContext, TrialRecord
@@ -95,86 +94,12 @@ def _close_live() -> None:
             worker.close()
 
 
-HOME_PREFIX = "bilevel-worker-"
-OWNER_FILE = "owner"  # in a worker's home, beside (not inside) the folder the worker may write
-
-
-def _started(pid: int) -> str | None:
-    """When process ``pid`` started (Linux: clock ticks since boot, from /proc), "" where that cannot
-    be read but the process exists, ``None`` when there is no such process or it is a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return None if fields[0] in (b"Z", b"X") else fields[19].decode()  # a zombie no longer runs
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except OSError:  # it exists, owned by someone else
-        return ""
-    return ""
-
-
-def _pid_namespace() -> str:
-    """This process's PID namespace (Linux), "-" where it cannot be read: pids recorded in another
-    namespace (a container sharing the temporary folder) say nothing about processes here."""
-    try:
-        return os.readlink("/proc/self/ns/pid").replace(" ", "")
-    except OSError:
-        return "-"
-
-
-def _alive(pid: int, started: str) -> bool:
-    """Whether the process that had ``pid`` and start time ``started`` still runs (a reused pid with
-    another start time is not it; without a readable start time, the pid's existence decides)."""
-    now = _started(pid)
-    return now is not None and (not now or not started or now == started)
-
-
-def sweep_stale_homes(root: str | None = None) -> list[str]:
-    """Remove the folders of workers whose controller died without closing them (killed with
-    SIGKILL, say), and return them. A folder is removed only when its ``owner`` file names a
-    controller process and a worker process that both no longer run, recorded in this PID namespace;
-    a folder without a readable owner file, a link, or anything another user owns is left alone."""
-    root = root or tempfile.gettempdir()
-    namespace = _pid_namespace()
-    removed = []
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return removed
-    for entry in entries:
-        if not entry.name.startswith(HOME_PREFIX):
-            continue
-        try:
-            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False) or entry.stat(
-                    follow_symlinks=False).st_uid != os.getuid():
-                continue
-            with open(os.path.join(entry.path, OWNER_FILE), encoding="utf-8") as handle:
-                fields = handle.read(200).split()
-            owner, owner_started, worker, worker_started = int(fields[0]), fields[1], int(fields[2]), fields[3]
-            if fields[4] != namespace or namespace == "-":
-                continue
-        except (OSError, ValueError, IndexError):
-            continue
-        owner_started, worker_started = owner_started.strip("-"), worker_started.strip("-")
-        if _alive(owner, owner_started) or _alive(worker, worker_started):
-            continue
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed.append(entry.path)
-    if removed:
-        log.info("removed %d worker folder(s) left by controllers that died", len(removed))
-    return removed
-
-
 def _hook_exit() -> None:
     pid = os.getpid()
     if pid in _EXIT_HOOKED:
         return
     _EXIT_HOOKED.add(pid)
-    sweep_stale_homes()  # once per process: what earlier, killed controllers could not clean up
+    homes.sweep_stale()  # once per process: what earlier, killed controllers could not clean up
     import atexit
     from multiprocessing import util
 
@@ -218,7 +143,7 @@ class Worker:
         # (never by path: a path inside a folder the worker writes could be swapped for a link or a FIFO)
         self._owner = os.getpid()
         _hook_exit()
-        self._home = tempfile.mkdtemp(prefix=HOME_PREFIX)
+        self._home = tempfile.mkdtemp(prefix=homes.PREFIX)
         _LIVE[id(self)] = weakref.ref(self)
         work = Path(self._home) / "work"
         work.mkdir(mode=0o700)
@@ -229,10 +154,7 @@ class Worker:
             env=sandbox.worker_environment(str(work)), start_new_session=True, close_fds=True,
         )
         os.set_blocking(self._proc.stdin.fileno(), False)
-        # who owns this folder: a later controller removes it if both processes died (sweep_stale_homes)
-        with open(Path(self._home) / OWNER_FILE, "w", encoding="utf-8") as handle:
-            handle.write(f"{self._owner} {_started(self._owner) or '-'} {self._proc.pid} "
-                         f"{_started(self._proc.pid) or '-'} {_pid_namespace()}\n")
+        homes.write_owner(self._home, self._owner, self._proc.pid)  # a later controller removes it if both die
         deadline = time.monotonic() + timeout_s
         try:
             self._send(request.encode() + b"\n", deadline)
@@ -290,7 +212,7 @@ class Worker:
                 self._log.close()
                 self._log = None
             if self._home:
-                shutil.rmtree(self._home, ignore_errors=True)
+                homes.remove(self._home)
                 self._home = None
 
     def __del__(self) -> None:  # a forgotten worker must not outlive its proxy

@@ -17,9 +17,12 @@ proposes the best by the model:
   exponential kernel, ``choice_kernel`` between two different options of a choice, observation noise
   ``noise`` — and the candidate with the highest expected improvement over the best score measured.
   With ``fit`` (default) each number gets its own kernel width, chosen by the GP's marginal
-  likelihood (¹⁄₈ to 1 × ``bandwidth`` steps, coordinate ascent) once there are two scored trials per
-  number, and a candidate's move on a number shrinks with its width: a parameter on which the
-  metric is steep (a learning rate next to a warm-up ratio) is moved finely, a flat one boldly.
+  likelihood (``WIDTHS``: ¹⁄₈ to 2 × ``bandwidth`` steps; coordinate ascent over the numbers that
+  vary, widest first, a width changing only on a strictly higher likelihood; at most
+  ``FIT_EVALUATIONS`` likelihoods on at most ``FIT_POINTS`` trials) once there are two measured
+  trials per number, and a candidate's move on a number narrower than ``bandwidth`` shrinks in
+  proportion: a parameter on which the metric is steep (a learning rate next to a warm-up ratio) is
+  moved finely (a power of two still moves by at least one doubling, an integer by at least one).
   Without ``fit``, one width (``bandwidth``) for every number;
 - ``model="parzen"``: TPE — the best ``gamma`` share of the trials are *good*, the rest *bad*, each
   set a Parzen density with the same kernel; the candidate with the highest ``l(x) / g(x)``.
@@ -29,7 +32,8 @@ neighbour it returns ``None`` and the proposer is asked as usual. With ``every``
 every ``every``-th iteration only, leaving the others to the proposer (an LLM's ideas and the
 model's picks alternate). Draws come from ``ctx.seed``: a resumed run proposes the same candidate.
 Stateless: everything is recomputed from ``ctx.history`` each call (a GP on n trials costs O(n³)
-pure-Python steps: milliseconds for the budgets this project runs).
+pure-Python steps, the width fit at most ``FIT_EVALUATIONS`` of them on ``FIT_POINTS`` trials: well
+under a second, inside the hook deadline).
 
 The space is the ``space`` parameter — JSON, ``{"NAME": {"kind": "float", "low": .., "high": ..,
 "log": true, "value": ..}, ...}``, which a domain fills in (train_opt does it for its Level-2
@@ -64,6 +68,8 @@ _MODELS = ("gp", "parzen")
 
 _MOVES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)
 WIDTHS = (0.125, 0.25, 0.5, 1.0, 2.0)  # gp fit: the kernel widths tried, as multiples of `bandwidth`
+FIT_POINTS = 40  # gp fit: the most measured trials the widths are fitted on (the last of the data)
+FIT_EVALUATIONS = 64  # gp fit: most marginal likelihoods computed per proposal
 
 
 class SurrogateMechanism(Mechanism):
@@ -109,11 +115,13 @@ class SurrogateMechanism(Mechanism):
     def fit_widths(self, space: ParamSpace, xs: list[dict[str, Any]], zs: list[float],
                    names: list[str]) -> dict[str, float]:
         """A kernel width per number (automatic relevance determination): coordinate ascent of the
-        GP's log marginal likelihood over ``WIDTHS`` × ``bandwidth``, two passes, ties to the wider."""
+        GP's log marginal likelihood over ``WIDTHS`` × ``bandwidth`` (two passes, widest first, a
+        width changes only on a strictly higher likelihood) over the numbers that vary in ``xs``."""
         numeric = [n for n in names if space.dims[n]["kind"] not in ("choice", "bool")]
         widths = {n: float(self.params["bandwidth"]) for n in numeric}
         if not numeric or len(xs) < 2 * len(numeric):
             return widths
+        xs, zs = xs[-FIT_POINTS:], zs[-FIT_POINTS:]
         size = len(xs)
         coords = {n: [space.coordinate(n, x[n]) for x in xs] for n in numeric}
         gaps = {n: [[(c[i] - c[j]) ** 2 for j in range(size)] for i in range(size)] for n, c in coords.items()}
@@ -133,12 +141,15 @@ class SurrogateMechanism(Mechanism):
             alpha = _solve_upper(chol, _solve_lower(chol, zs))
             return -0.5 * sum(a * z for a, z in zip(alpha, zs, strict=True)) - sum(math.log(chol[i][i]) for i in range(size))
 
-        best = likelihood(widths)
+        varying = [n for n in numeric if min(coords[n]) != max(coords[n])]  # the others cannot change it
+        best, spent = likelihood(widths), 1
         for _ in range(2):
-            for name in numeric:
+            for name in varying:
                 for factor in sorted(WIDTHS, reverse=True):
+                    if spent >= FIT_EVALUATIONS:
+                        return widths
                     trial = {**widths, name: self.params["bandwidth"] * factor}
-                    value = likelihood(trial)
+                    value, spent = likelihood(trial), spent + 1
                     if value > best + 1e-9:
                         best, widths = value, trial
         return widths

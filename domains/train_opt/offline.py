@@ -232,7 +232,8 @@ def design(request: Any) -> dict[str, Any]:
     evidence = {t: templates[t].get("evidence") or {} for t in templates}
     helped = {t for t, e in evidence.items() if float(e.get("delta_regret", 0.0)) < 0
               and e.get("won", 0) > e.get("lost", 0) and float(e.get("p_sign", 1.0)) < EVIDENCE_P}
-    def rank(t: str) -> tuple:
+
+    def rank(t: str) -> tuple[bool, float, float, str]:
         severity = diagnosis.get(templates[t]["addresses"], 0.0)
         delta = float(evidence[t].get("delta_regret", 0.0))
         if t in helped:  # the measured gain, up to doubled when it addresses the diagnosed bottleneck

@@ -85,20 +85,26 @@ class Walker(Proposer):
 
 
 class ConfigExecutor(Executor):
-    """Measures ``loss`` of the incumbent's configuration plus the changes; writes it as the artifact."""
+    """Measures ``metric`` (default :func:`loss`) of the incumbent's configuration plus the changes;
+    writes it as the artifact."""
+
+    def __init__(self, metric=None) -> None:
+        self.metric = metric or loss
 
     def execute(self, proposal: Proposal, ctx: ExecContext) -> ExecutionResult:
         config = {**parent_config(ctx.run_dir, ctx.incumbent), **proposal.changes}
         ctx.trial_dir.mkdir(parents=True, exist_ok=True)
         path = ctx.trial_dir / "config.json"
         path.write_text(json.dumps(config))
-        return ExecutionResult(status="ok", metrics={"loss": loss(config)}, artifact=str(path.relative_to(ctx.run_dir)))
+        return ExecutionResult(status="ok", metrics={"loss": self.metric(config)},
+                               artifact=str(path.relative_to(ctx.run_dir)))
 
 
 def run(tmp_path: Path, mechanism: Mechanism | None, *, seed: int = 0, iterations: int = 12, circle: tuple[str, ...] = (),
-        search: dict[str, Any] | None = None, tag: str = "") -> list[TrialRecord]:
+        search: dict[str, Any] | None = None, tag: str = "", metric=None) -> list[TrialRecord]:
     folder = tmp_path / f"run-{tag or (mechanism.name if mechanism else 'none')}-{seed}"
-    loop = InnerLoopController(run=RunDir(folder, fsync=False), proposer=Walker(folder, circle), executor=ConfigExecutor(),
+    loop = InnerLoopController(run=RunDir(folder, fsync=False), proposer=Walker(folder, circle),
+                               executor=ConfigExecutor(metric),
                                evaluator=MetricEvaluator(metric="loss"), decider=StrictImprovement(), seed=seed)
     loop.search = dict(search or {"active_params": NAMES})
     if mechanism is not None:
@@ -162,18 +168,22 @@ def test_surrogate_fits_a_narrow_kernel_on_the_steep_parameter_and_a_wide_one_on
 
 
 def test_surrogate_keeps_one_width_with_too_few_trials_to_fit():
-    space = ParamSpace(DIMS)
-    xs = [dict(START, LR=v) for v in (0.001, 0.002, 0.004)]
-    widths = build("surrogate", space=SPACE).fit_widths(space, xs, [0.0, 1.0, 4.0], sorted(DIMS))
-    assert set(widths.values()) == {2.0}
+    # the same steep LR: three trials (fewer than two per number) keep the one width, twelve fit it
+    space, mechanism = ParamSpace(DIMS), build("surrogate", space=SPACE)
+
+    def widths(n: int) -> dict[str, float]:
+        xs = [dict(START, LR=0.001 * 2 ** (i / 2), WD=0.05 * (i % 4)) for i in range(n)]
+        return mechanism.fit_widths(space, xs, [(i / 2) ** 2 for i in range(n)], sorted(DIMS))
+    assert set(widths(3).values()) == {2.0}
+    assert widths(12)["LR"] != 2.0
 
 
-def test_surrogate_fitted_widths_beat_one_width_on_a_badly_scaled_valley(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(globals(), "loss", valley)
+def test_surrogate_fitted_widths_beat_one_width_on_a_badly_scaled_valley(tmp_path: Path):
     search = {"active_params": ["LR", "WD"]}
     gains = [best(run(tmp_path, build("surrogate", space=SPACE, fit=False), seed=s, iterations=20, search=search,
-                      tag="one")) -
-             best(run(tmp_path, build("surrogate", space=SPACE), seed=s, iterations=20, search=search, tag="fit"))
+                      tag="one", metric=valley)) -
+             best(run(tmp_path, build("surrogate", space=SPACE), seed=s, iterations=20, search=search, tag="fit",
+                      metric=valley))
              for s in range(6)]
     assert sum(gains) / len(gains) > 0.01, gains  # lower loss with a width per parameter, over the pairs
     assert sum(g > 0 for g in gains) >= 4, gains

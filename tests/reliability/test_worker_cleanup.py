@@ -9,6 +9,7 @@ inherits its parent's workers, which must never close them.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core import host
+from core import homes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,6 +119,15 @@ def _start(script: str, tmp: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _line(proc: subprocess.Popen, timeout: float = 120.0) -> str:
+    """The controller's first line (its workers' pids), or a failure instead of a hang."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        proc.kill()
+        pytest.fail(f"the controller printed nothing in {timeout:g} s: {proc.stderr.read()}")
+    return proc.stdout.readline()
+
+
 def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
@@ -128,7 +138,7 @@ def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
 @pytest.mark.parametrize("killed", [1, 2])
 def test_the_folders_of_a_killed_controller_are_removed_by_the_next_one(tmp_path, killed):
     victims = [_start(HOLD, tmp_path, "2") for _ in range(killed)]
-    workers = [int(p) for v in victims for p in v.stdout.readline().split()]
+    workers = [int(p) for v in victims for p in _line(v).split()]
     assert len(workers) == 2 * killed
     for victim in victims:
         victim.kill()
@@ -143,7 +153,7 @@ def test_the_folders_of_a_killed_controller_are_removed_by_the_next_one(tmp_path
 def test_a_live_controllers_folders_are_never_removed_by_another(tmp_path):
     holder = _start(HOLD, tmp_path, "1")
     try:
-        worker = int(holder.stdout.readline())
+        worker = int(_line(holder))
         done = _run_in(tmp_path, "kept = load()\nprint(kept.worker_pid)")
         assert done.returncode == 0, done.stderr
         homes = list((tmp_path / "t").glob("bilevel-worker-*"))
@@ -169,33 +179,34 @@ def _dead_pid() -> int:
 
 
 def _home(root: Path, name: str, owner: str | None) -> Path:
-    home = root / f"{host.HOME_PREFIX}{name}"
+    home = root / f"{homes.PREFIX}{name}"
     (home / "work").mkdir(parents=True)
     if owner is not None:
-        (home / host.OWNER_FILE).write_text(owner + "\n", encoding="utf-8")
+        (home / homes.OWNER_FILE).write_text(owner + "\n", encoding="utf-8")
     return home
 
 
 def _owner(pid: int, worker: int, *, started: str | None = None, namespace: str | None = None) -> str:
-    me = host._started(pid) or "-"
-    return f"{pid} {started or me} {worker} {host._started(worker) or '-'} {namespace or host._pid_namespace()}"
+    me = homes.started(pid) or "-"
+    return f"{pid} {started or me} {worker} {homes.started(worker) or '-'} {namespace or homes.namespace()}"
 
 
 @pytest.mark.skipif(not Path("/proc/self/ns/pid").exists(), reason="needs Linux /proc")
 class TestSweep:
-    """Which folders :func:`core.host.sweep_stale_homes` removes: only those whose controller and
+    """Which folders :func:`core.homes.sweep_stale` removes: only those whose controller and
     worker both died in this PID namespace; everything it cannot vouch for is left alone."""
 
     def test_both_processes_dead_is_removed(self, tmp_path):
         home = _home(tmp_path, "dead", _owner(_dead_pid(), _dead_pid()))
-        assert host.sweep_stale_homes(str(tmp_path)) == [str(home)] and not home.exists()
+        assert homes.sweep_stale(str(tmp_path)) == [str(home)] and not home.exists()
 
     def test_a_reused_controller_pid_with_another_start_time_counts_as_dead(self, tmp_path):
         home = _home(tmp_path, "reused", _owner(os.getpid(), _dead_pid(), started="1"))
-        assert host.sweep_stale_homes(str(tmp_path)) == [str(home)]
+        assert homes.sweep_stale(str(tmp_path)) == [str(home)]
 
     @pytest.mark.parametrize("case", ["controller-alive", "worker-alive", "no-owner-file", "garbage",
-                                      "truncated", "other-namespace", "negative-pid"])
+                                      "truncated", "other-namespace", "negative-pid",
+                                      "pid-one", "other-machine"])
     def test_what_it_cannot_vouch_for_is_kept(self, tmp_path, case):
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
@@ -206,20 +217,53 @@ class TestSweep:
                 "garbage": "not a pid at all",
                 "truncated": f"{_dead_pid()} 5",
                 "other-namespace": _owner(_dead_pid(), _dead_pid(), namespace="pid:[1]"),
-                "negative-pid": f"-1 - {_dead_pid()} - {host._pid_namespace()}",
+                "negative-pid": f"-999999 - {_dead_pid()} - {homes.namespace()}",
+                "pid-one": f"1 - {_dead_pid()} - {homes.namespace()}",
+                "other-machine": _owner(_dead_pid(), _dead_pid(), namespace=homes.namespace().rsplit("@", 1)[0] + "@elsewhere"),
             }[case]
             home = _home(tmp_path, case, owner)
-            assert host.sweep_stale_homes(str(tmp_path)) == [] and home.exists()
+            assert homes.sweep_stale(str(tmp_path)) == [] and home.exists()
         finally:
             sleeper.kill()
             sleeper.wait()
 
     def test_links_and_other_names_are_never_followed_or_removed(self, tmp_path):
         target = _home(tmp_path / "elsewhere", "target", _owner(_dead_pid(), _dead_pid()))
-        link = tmp_path / f"{host.HOME_PREFIX}link"
+        link = tmp_path / f"{homes.PREFIX}link"
         link.symlink_to(target, target_is_directory=True)
         other = tmp_path / "not-a-worker"
         (other / "work").mkdir(parents=True)
-        (other / host.OWNER_FILE).write_text(_owner(_dead_pid(), _dead_pid()), encoding="utf-8")
-        assert host.sweep_stale_homes(str(tmp_path)) == []
+        (other / homes.OWNER_FILE).write_text(_owner(_dead_pid(), _dead_pid()), encoding="utf-8")
+        assert homes.sweep_stale(str(tmp_path)) == []
         assert link.is_symlink() and target.exists() and other.exists()
+
+    @pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
+    def test_an_owner_file_that_is_not_a_regular_file_is_ignored_without_blocking(self, tmp_path, kind):
+        home = _home(tmp_path, kind, None)
+        real = tmp_path / "real-owner"
+        real.write_text(_owner(_dead_pid(), _dead_pid()), encoding="utf-8")
+        target = home / homes.OWNER_FILE
+        {"fifo": lambda: os.mkfifo(target), "symlink": lambda: target.symlink_to(real),
+         "directory": lambda: target.mkdir()}[kind]()
+        assert homes.sweep_stale(str(tmp_path)) == [] and home.exists()
+
+    def test_a_tree_too_deep_to_remove_recursively_never_stops_the_sweep(self, tmp_path):
+        # a worker may fill work/ with nesting deeper than the recursion limit; the next controller's
+        # sweep logs what it cannot remove and goes on (the other dead home is still removed). The
+        # limit is lowered for the sweep, so the tree stays shallow enough for pytest's own clean-up.
+        deep = _home(tmp_path, "deep", _owner(_dead_pid(), _dead_pid()))
+        fd = os.open(deep / "work", os.O_RDONLY)
+        for _ in range(400):  # built level by level: os.makedirs itself recurses
+            os.mkdir("d", dir_fd=fd)
+            fd, parent = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+            os.close(parent)
+        os.close(fd)
+        plain = _home(tmp_path, "plain", _owner(_dead_pid(), _dead_pid()))
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(150)
+        try:
+            removed = homes.sweep_stale(str(tmp_path))
+        finally:
+            sys.setrecursionlimit(limit)
+        assert str(plain) in removed and not plain.exists()
+        assert (str(deep) in removed) == (not deep.exists())
