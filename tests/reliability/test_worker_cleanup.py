@@ -53,21 +53,20 @@ EXITS = {
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie not yet reaped by its (gone) parent is not running
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+    return homes.started(pid) is not None  # a zombie not yet reaped by its (gone) parent is not running
+
+
+def _program(script: str, tmp: Path) -> tuple[Path, dict[str, str]]:
+    """A controller program (LOAD + ``script``) under ``tmp``, and its environment: every program of
+    a test shares the temporary folder ``tmp/t``."""
+    path = tmp / f"prog-{len(list(tmp.glob('prog-*')))}.py"
+    path.write_text(LOAD + script, encoding="utf-8")
+    (tmp / "t").mkdir(exist_ok=True)
+    return path, {**os.environ, "TMPDIR": str(tmp / "t"), "PYTHONPATH": str(ROOT)}
 
 
 def _run(script: str, tmp: Path) -> subprocess.CompletedProcess:
-    path = tmp / "prog.py"
-    path.write_text(LOAD + script, encoding="utf-8")
-    env = {**os.environ, "TMPDIR": str(tmp / "t"), "PYTHONPATH": str(ROOT)}
-    (tmp / "t").mkdir()
+    path, env = _program(script, tmp)
     return subprocess.run([sys.executable, str(path)], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -111,10 +110,7 @@ HOLD = textwrap.dedent('''
 
 
 def _start(script: str, tmp: Path, *args: str) -> subprocess.Popen:
-    path = tmp / f"prog-{len(list(tmp.glob('prog-*')))}.py"
-    path.write_text(LOAD + script, encoding="utf-8")
-    env = {**os.environ, "TMPDIR": str(tmp / "t"), "PYTHONPATH": str(ROOT)}
-    (tmp / "t").mkdir(exist_ok=True)
+    path, env = _program(script, tmp)
     return subprocess.Popen([sys.executable, str(path), *args], cwd=tmp, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -145,7 +141,7 @@ def test_the_folders_of_a_killed_controller_are_removed_by_the_next_one(tmp_path
         victim.wait(timeout=30)
     _wait_gone(workers)  # each worker reads EOF on its channel and exits
     assert len(list((tmp_path / "t").glob("bilevel-worker-*"))) == 2 * killed  # what SIGKILL leaves behind
-    done = _run_in(tmp_path, "kept = load()\nprint(kept.worker_pid)")
+    done = _run("kept = load()\nprint(kept.worker_pid)", tmp_path)
     assert done.returncode == 0, done.stderr
     assert not list((tmp_path / "t").glob("bilevel-worker-*")), "the next controller left the dead one's folders"
 
@@ -154,22 +150,15 @@ def test_a_live_controllers_folders_are_never_removed_by_another(tmp_path):
     holder = _start(HOLD, tmp_path, "1")
     try:
         worker = int(_line(holder))
-        done = _run_in(tmp_path, "kept = load()\nprint(kept.worker_pid)")
+        done = _run("kept = load()\nprint(kept.worker_pid)", tmp_path)
         assert done.returncode == 0, done.stderr
-        homes = list((tmp_path / "t").glob("bilevel-worker-*"))
-        assert len(homes) == 1 and _alive(worker)  # the holder's folder and worker are untouched
+        left = list((tmp_path / "t").glob("bilevel-worker-*"))
+        assert len(left) == 1 and _alive(worker)  # the holder's folder and worker are untouched
         holder.stdin.close()  # the holder exits normally and cleans up after itself
         assert holder.wait(timeout=60) == 0, holder.stderr.read()
         assert not list((tmp_path / "t").glob("bilevel-worker-*"))
     finally:
         holder.kill()
-
-
-def _run_in(tmp: Path, script: str) -> subprocess.CompletedProcess:
-    path = tmp / "next.py"
-    path.write_text(LOAD + script, encoding="utf-8")
-    env = {**os.environ, "TMPDIR": str(tmp / "t"), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(path)], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _dead_pid() -> int:
