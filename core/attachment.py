@@ -21,7 +21,7 @@ from core.deadline import call_with_deadline
 from core.errors import HookTimeout, MechanismError
 from core.host import RemoteMechanism
 from core.mechanism import HOOKS, Mechanism
-from core.records import FilterVerdict, Guidance, Proposal, TrialRecord
+from core.records import FilterVerdict, Guidance, Proposal, ProposalContext, TrialRecord
 
 if TYPE_CHECKING:
     from core.state import RunDir
@@ -58,6 +58,13 @@ class AttachedMechanism:
     digest: str | None = None
     hooks: tuple[str, ...] = ()
     calls: Counter = field(default_factory=Counter)
+    # While a design is on trial (Level 2's paired verdict): the iterations on which its steering
+    # hooks run; on the others the loop runs as its parent set would. None: every iteration.
+    arm: Callable[[int], bool] | None = None
+
+    def steers(self, ctx: ProposalContext) -> bool:
+        """Whether its steering hooks (all but ``observe``) run on ``ctx.iteration``."""
+        return self.arm is None or bool(self.arm(ctx.iteration))
 
 
 DetachCallback = Callable[[AttachedMechanism, str], None]
@@ -120,6 +127,16 @@ class MechanismSlots:
                 return attached
         return None
 
+    def gate(self, name: str, arm: Callable[[int], bool] | None) -> None:
+        """Run the steering hooks of mechanism ``name`` only on the iterations ``arm`` accepts (``None``:
+        on all). Level 2 gates a design on trial so that its cycle is a paired comparison: the
+        design steers every other iteration, its parent set the ones between."""
+        for attached in self.mechanisms:
+            if attached.name == name:
+                attached.arm = arm
+                return
+        raise ValueError(f"no mechanism named {name!r} is attached to loop {self.loop!r}")
+
     def _call(self, attached: AttachedMechanism, hook: str, *args: Any) -> tuple[bool, Any]:
         """Call one mechanism's hook under the deadline; on failure detach it and return (False, None)."""
         self._calls[attached.name][hook] += 1
@@ -150,6 +167,10 @@ class MechanismSlots:
         mechanisms uncalled."""
         for attached in list(self.mechanisms):
             if hook in attached.hooks and attached in self.mechanisms and attached.name not in skip:
+                if hook != "observe" and attached.arm is not None:
+                    ctx = next((a for a in args if isinstance(a, ProposalContext)), None)
+                    if ctx is not None and not attached.steers(ctx):
+                        continue  # an iteration of its parent set's arm
                 ok, out = self._call(attached, hook, *args)
                 if ok:
                     yield attached, out

@@ -252,7 +252,7 @@ class InnerLoopController(MechanismSlots, Measurements):
             rejected = None
             # one mechanism at a time, each seeing the candidate as rewritten by the ones before it
             for attached in list(self.mechanisms):
-                if "filter" not in attached.hooks or attached not in self.mechanisms:
+                if "filter" not in attached.hooks or attached not in self.mechanisms or not attached.steers(asked):
                     continue
                 ok, verdict = self._call(attached, "filter", candidate, asked)
                 if not ok or verdict is None or verdict.action == "accept":

@@ -62,6 +62,28 @@ def cycle_gain(loops: Iterable[InnerLoopController], cycle: int) -> float | None
     return round(sum(gains) / len(gains), 9) if gains else None
 
 
+def paired_gains(ctl: InnerLoopController, records: list[TrialRecord], start: int) -> dict[str, float] | None:
+    """A paired trial's two arms: the improvement of the incumbent per iteration on the iterations the
+    design steered (``(iteration - start)`` even) and on those its parent set steered (odd), signed so
+    that larger is better. A retest counts for the arm that proposed the configuration it re-measures.
+    ``None`` unless both arms ran."""
+    sums, counts = [0.0, 0.0], [0, 0]
+    for record in records:
+        origin = record.iteration
+        if record.proposal is not None and record.proposal.is_replicate:
+            origin = record.info.get("replicate_of")
+            origin = record.iteration if not isinstance(origin, int) or origin < start else origin
+        arm = (origin - start) % 2
+        counts[arm] += 1
+        before, after = record.best_before, record.best_after
+        if before is not None and after is not None:
+            sums[arm] += (after - before) if ctl.direction == "maximize" else (before - after)
+    if not all(counts):
+        return None
+    return {"design_gain": round(sums[0] / counts[0], 9), "parent_arm_gain": round(sums[1] / counts[1], 9),
+            "design_iterations": float(counts[0]), "parent_iterations": float(counts[1])}
+
+
 class GainOverParent(Evaluator):
     """Score of an outer candidate: its cycle's gain per iteration minus the parent cycle's."""
 
@@ -144,12 +166,15 @@ class Installer(ABC):
 class MechanismInstaller(Installer):
     """Attaches a generated :class:`~core.mechanism.Mechanism` to the running Level-1 controller."""
 
-    def __init__(self, *, inner: InnerLoopController, run: RunDir, contract: LoadContract | None = None) -> None:
+    def __init__(self, *, inner: InnerLoopController, run: RunDir, contract: LoadContract | None = None,
+                 paired: bool = True) -> None:
         from core.loader import MECHANISM_CONTRACT
 
         self.inner = inner
         self.run = run
         self.contract = contract or MECHANISM_CONTRACT
+        self.paired = paired
+        self._starts: dict[str, int] = {}  # design on trial -> the first iteration of its cycle
 
     def install(self, loaded: LoadedMechanism, proposal: Proposal, iteration: int, cycle: int) -> tuple[str, dict[str, Any]]:
         name = f"{loaded.name}#{iteration}"
@@ -158,6 +183,12 @@ class MechanismInstaller(Installer):
             self.inner.attach(loaded.instance, name=name, origin="generated", digest=loaded.digest, front=True)
         except (MechanismError, ValueError) as exc:
             raise ValueError(f"attach: {exc}") from exc
+        if self.paired:
+            # a paired trial: the design steers the cycle's 1st, 3rd, ... iteration, its parent set the
+            # 2nd, 4th, ... — both arms start from the same incumbents, so neither meets easier ground
+            start = len(self.inner.history)
+            self._starts[name] = start
+            self.inner.gate(name, lambda iteration, s=start: (iteration - s) % 2 == 0)
         return name, {"mechanism": name, "digest": loaded.digest, "hooks": list(loaded.hooks_overridden),
                       "load_seconds": round(loaded.load_seconds, 3), "worker_pid": loaded.worker_pid,
                       "sandbox": loaded.sandbox}
@@ -168,12 +199,24 @@ class MechanismInstaller(Installer):
         return "mechanism was detached during the cycle (hook failure)"
 
     def remove(self, name: str, loaded: LoadedMechanism, record: TrialRecord) -> None:
+        self._starts.pop(name, None)
         # detaching kills the worker: nothing of it keeps running
         self.inner.detach(name, reason=f"reverted: {record.status.value} (cycle gain {record.metrics.get('gain')})")
 
+    def kept(self, name: str, record: TrialRecord) -> None:
+        if self._starts.pop(name, None) is not None:
+            self.inner.gate(name, None)  # kept: it steers every iteration from now on
+
     def cycle_metrics(self, name: str, cycle: int) -> tuple[dict[str, float], dict[str, Any]]:
-        calls = hook_call_totals(self.inner.records(cycle)).get(name, {})
-        return {"hook_calls": float(sum(calls.values()))}, {"hook_calls": calls}
+        records = self.inner.records(cycle)
+        calls = hook_call_totals(records).get(name, {})
+        metrics, detail = {"hook_calls": float(sum(calls.values()))}, {"hook_calls": calls}
+        start = self._starts.get(name)
+        if start is not None:
+            arms = paired_gains(self.inner, records, start)
+            if arms is not None:
+                metrics.update(arms)
+        return metrics, detail
 
     def removed_since(self, record: TrialRecord) -> bool:
         detached = {e["name"] for e in self.run.journal.events("mechanism_detached", loop=self.inner.loop)}
@@ -231,6 +274,10 @@ class CycleTrialExecutor(Executor):
         gain = self.gain(ctx.cycle) or 0.0
         extra_metrics, extra_detail = self.installer.cycle_metrics(name, ctx.cycle)
         metrics = {"gain": gain, "parent_gain": parent_gain, **extra_metrics}
+        if "design_gain" in extra_metrics:  # a paired trial: the two arms of the same cycle, not two cycles
+            metrics.update(gain=extra_metrics["design_gain"], parent_gain=extra_metrics["parent_arm_gain"],
+                           cycle_gain=gain, previous_cycle_gain=parent_gain)
+            detail = {**detail, "verdict_basis": "paired arms of the cycle"}
         detail = {**detail, **extra_detail}
         failure = self.installer.failure(name)
         if failure is not None:

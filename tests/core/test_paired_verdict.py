@@ -1,0 +1,188 @@
+"""Level 2's paired verdict: a design on trial steers every other iteration of its cycle and its
+parent set the ones between, and the design is judged by the difference between the two arms — not
+by its cycle against the cycle before, which started from a worse incumbent with easier gains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.level2 import (
+    BeatsParent,
+    CycleTrialExecutor,
+    GainOverParent,
+    MechanismInstaller,
+    cycle_gain,
+    paired_gains,
+)
+from core.loader import MechanismLoader
+from core.plugins import ExecContext
+from core.records import BASELINE, REPLICATE, EvalInput, Proposal, Status, TrialRecord
+from tests.core.helpers import make_controller, make_mechanism
+
+STEERING = {
+    "guidance": lambda seen: (lambda ctx: seen.append(ctx.iteration)),
+    "propose": lambda seen: (lambda ctx: seen.append(ctx.iteration)),
+    "filter": lambda seen: (lambda proposal, ctx: seen.append(ctx.iteration)),
+    "decide": lambda seen: (lambda record, ctx: seen.append(ctx.iteration)),
+}
+
+
+@pytest.mark.parametrize("hook", sorted(STEERING))
+def test_a_gated_mechanism_steers_only_the_iterations_of_its_arm(tmp_path: Path, hook: str):
+    seen: list[int] = []
+    observed: list[int] = []
+    controller = make_controller(tmp_path / "run")
+    controller.attach(make_mechanism("design", **{hook: STEERING[hook](seen), "observe": lambda r: observed.append(r.iteration)}))
+    controller.ensure_baseline()
+    start = len(controller.history)
+    controller.gate("design", lambda iteration: (iteration - start) % 2 == 0)
+    records = controller.run_cycle(0, 6)
+    controller.run.close()
+    iterations = [r.iteration for r in records]
+    assert seen and set(seen) == {i for i in iterations if (i - start) % 2 == 0}
+    assert observed[-len(iterations):] == iterations  # observing changes nothing: it sees every record
+    assert all(r.hook_calls.get("design", {}).get(hook, 0) == 0 for r in records if (r.iteration - start) % 2)
+
+
+def test_an_ungated_mechanism_steers_every_iteration_and_gating_an_unknown_name_is_an_error(tmp_path: Path):
+    seen: list[int] = []
+    controller = make_controller(tmp_path / "run")
+    controller.attach(make_mechanism("design", propose=STEERING["propose"](seen)))
+    controller.ensure_baseline()
+    controller.gate("design", lambda iteration: False)
+    controller.gate("design", None)
+    records = controller.run_cycle(0, 4)
+    with pytest.raises(ValueError, match="no mechanism named 'ghost'"):
+        controller.gate("ghost", None)
+    controller.run.close()
+    assert seen == [r.iteration for r in records]
+
+
+def _rec(iteration: int, before: float, after: float, *, replicate_of: int | None = None) -> TrialRecord:
+    proposal = Proposal(origin=REPLICATE, changes={"x": 1}) if replicate_of is not None else Proposal(changes={"x": iteration})
+    info = {"replicate_of": replicate_of} if replicate_of is not None else {}
+    return TrialRecord(loop="inner", iteration=iteration, cycle=1, proposal=proposal, status=Status.DISCARD,
+                       best_before=before, best_after=after, info=info)
+
+
+class _Ctl:
+    def __init__(self, direction: str = "minimize") -> None:
+        self.direction = direction
+
+
+@pytest.mark.parametrize(("direction", "records", "design", "parent"), [
+    # the design's arm (even offsets) gains 0.3 over 2 iterations, the parent's 0.1 over 2
+    ("minimize", [_rec(10, 1.0, 0.8), _rec(11, 0.8, 0.7), _rec(12, 0.7, 0.6), _rec(13, 0.6, 0.6)], 0.15, 0.05),
+    # maximize: signs flip so that larger is better in both directions
+    ("maximize", [_rec(10, 1.0, 1.2), _rec(11, 1.2, 1.2), _rec(12, 1.2, 1.2), _rec(13, 1.2, 1.5)], 0.1, 0.15),
+    # a retest (iteration 11) re-measures the design's candidate of iteration 10: the keep it makes is
+    # the design's, and so is the iteration it spent
+    ("minimize", [_rec(10, 1.0, 1.0), _rec(11, 1.0, 0.5, replicate_of=10), _rec(12, 0.5, 0.5), _rec(13, 0.5, 0.4)],
+     0.5 / 3, 0.1),
+    # a retest of a configuration first measured before the cycle counts where it ran
+    ("minimize", [_rec(10, 1.0, 0.9), _rec(11, 0.9, 0.8, replicate_of=3)], 0.1, 0.1),
+])
+def test_paired_gains_split_the_cycle_by_arm(direction, records, design, parent):
+    arms = paired_gains(_Ctl(direction), records, start=10)
+    assert arms is not None
+    assert arms["design_gain"] == pytest.approx(design) and arms["parent_arm_gain"] == pytest.approx(parent)
+    assert arms["design_iterations"] + arms["parent_iterations"] == len(records)
+
+
+def test_paired_gains_need_both_arms():
+    assert paired_gains(_Ctl(), [_rec(10, 1.0, 0.5)], start=10) is None
+    assert paired_gains(_Ctl(), [], start=10) is None
+
+
+JUMP = '''"""Proposes the optimum of the quadratic test task."""
+
+from core.mechanism import Mechanism
+from core.records import Proposal
+
+
+class Jump(Mechanism):
+    name = "jump"
+    description = "Proposes x = 0."
+
+    def propose(self, ctx):
+        return Proposal(changes={"x": 0.0}, region="x:jump", hypothesis="the optimum")
+'''
+
+IDLE = '''"""Answers nothing: the parent set steers every iteration."""
+
+from core.mechanism import Mechanism
+
+
+class Idle(Mechanism):
+    name = "idle"
+    description = "Never proposes."
+
+    def propose(self, ctx):
+        return None
+'''
+
+
+def _trial(tmp_path: Path, source: str):
+    """Cycle 0 without a design, then cycle 1 with ``source`` on trial: the Level-2 record's metrics,
+    the executor, the installer and the controller."""
+    controller = make_controller(tmp_path / "run")
+    controller.ensure_baseline()
+    controller.run_cycle(0, 4)
+    loader = MechanismLoader(tmp_path / "run", check_timeout_s=20.0)
+    installer = MechanismInstaller(inner=controller, run=controller.run)
+    executor = CycleTrialExecutor(loader=loader, installer=installer, run_cycle=lambda c: controller.run_cycle(c, 6),
+                                  gain=lambda c: cycle_gain([controller], c))
+    ctx = ExecContext(loop="mechanism", iteration=1, cycle=1, run_dir=tmp_path / "run", trial_dir=tmp_path / "t",
+                      incumbent=None)
+    result = executor.execute(Proposal(payload=source, region="template:x"), ctx)
+    return result, executor, installer, controller
+
+
+def test_a_design_that_helps_wins_its_paired_trial_and_then_steers_every_iteration(tmp_path: Path):
+    result, executor, installer, controller = _trial(tmp_path, JUMP)
+    try:
+        m = result.metrics
+        assert result.status == "ok" and m["design_gain"] > m["parent_arm_gain"]
+        assert (m["gain"], m["parent_gain"]) == (m["design_gain"], m["parent_arm_gain"])  # the verdict's basis
+        assert {"cycle_gain", "previous_cycle_gain"} <= set(m)  # the old comparison, still reported
+        score = GainOverParent().evaluate(EvalInput(metrics=m)).score
+        assert BeatsParent().decide(score, None, None)
+        (attached,) = [a for a in controller.mechanisms if a.name == "jump#1"]
+        assert attached.arm is not None  # gated while on trial
+        record = TrialRecord(loop="mechanism", iteration=1, cycle=1, status=Status.KEEP, proposal=Proposal(payload=JUMP))
+        executor.settle(record)
+        assert attached.arm is None  # kept: it steers every iteration from now on
+    finally:
+        for attached in list(controller.mechanisms):
+            controller.detach(attached.name, reason="test over")
+        controller.run.close()
+
+
+def test_a_design_that_does_nothing_does_not_win_its_paired_trial_and_is_removed(tmp_path: Path):
+    result, executor, installer, controller = _trial(tmp_path, IDLE)
+    try:
+        m = result.metrics
+        cycle = controller.records(1)
+        # the idle design's arm ran the parent set too: nothing tells the arms apart but the draws
+        assert m["design_iterations"] + m["parent_iterations"] == len(cycle) == 6
+        record = TrialRecord(loop="mechanism", iteration=1, cycle=1, status=Status.DISCARD,
+                             proposal=Proposal(payload=IDLE), metrics=m)
+        executor.settle(record)
+        assert not [a for a in controller.mechanisms if a.name.startswith("idle")]
+    finally:
+        controller.run.close()
+
+
+def test_the_parent_cycle_of_level_2_is_not_gated(tmp_path: Path):
+    controller = make_controller(tmp_path / "run")
+    controller.ensure_baseline()
+    installer = MechanismInstaller(inner=controller, run=controller.run)
+    executor = CycleTrialExecutor(loader=MechanismLoader(tmp_path / "run"), installer=installer,
+                                  run_cycle=lambda c: controller.run_cycle(c, 3), gain=lambda c: cycle_gain([controller], c))
+    ctx = ExecContext(loop="mechanism", iteration=0, cycle=0, run_dir=tmp_path / "run", trial_dir=tmp_path / "t",
+                      incumbent=None)
+    result = executor.execute(Proposal(origin=BASELINE), ctx)
+    controller.run.close()
+    assert result.metrics["gain"] == result.metrics["parent_gain"] and "design_gain" not in result.metrics
