@@ -8,14 +8,18 @@ way in every domain:
    worker, contract check) — a failure is a ``crash`` record and the cycle runs with the parent set;
 2. hand it to the domain's :class:`Installer`, which puts it into the **running** inner loop(s) —
    :class:`MechanismInstaller` attaches a mechanism, article_opt's installer injects a stage;
-3. run the next inner cycle under it and measure the cycle's gain per iteration
-   (:func:`cycle_gain`) against the parent's (the cycle before, run without it, same budget);
-4. ``settle``: kept → the installer journals it; otherwise the installer removes it (kill = revert).
+3. run the next inner cycle under it and measure its gain against its parent's. With an installer
+   that can split a cycle (:class:`MechanismInstaller`, ``paired=True``: the default) the trial is
+   *paired*: the design steers every other iteration of the cycle and the parent set the ones
+   between (:meth:`~core.attachment.MechanismSlots.gate`), and the two arms' gains per iteration
+   (:func:`paired_gains`) are compared — both arms meet the same incumbents. Otherwise the cycle's
+   gain per iteration (:func:`cycle_gain`) is compared with the cycle before's (run without it, same
+   budget), which is biased against the design: that cycle started from a worse incumbent;
+4. ``settle``: kept → the installer journals it (and lifts the gate); otherwise the installer
+   removes it (kill = revert).
 
 Its score is ``gain − parent_gain`` (:class:`GainOverParent`) and the keep rule is a pluggable
-:class:`~core.plugins.Decider`; the default, :class:`BeatsParent`, is today's rule for both outer
-levels: keep only when the cycle beat its parent. The comparison is conservative: later cycles start
-from a better incumbent, so a plug-in must beat diminishing returns to be kept.
+:class:`~core.plugins.Decider`; the default, :class:`BeatsParent`, keeps only a gain beyond the noise.
 """
 
 from __future__ import annotations
@@ -62,18 +66,26 @@ def cycle_gain(loops: Iterable[InnerLoopController], cycle: int) -> float | None
     return round(sum(gains) / len(gains), 9) if gains else None
 
 
+def design_arm(offset: int) -> int:
+    """The arm of the iteration ``offset`` iterations into a paired trial's cycle: 0 (the design's)
+    for the 1st, 3rd, 5th ..., 1 (its parent set's) for the 2nd, 4th ..."""
+    return offset % 2
+
+
 def paired_gains(ctl: InnerLoopController, records: list[TrialRecord], start: int) -> dict[str, float] | None:
     """A paired trial's two arms: the improvement of the incumbent per iteration on the iterations the
     design steered (``(iteration - start)`` even) and on those its parent set steered (odd), signed so
-    that larger is better. A retest counts for the arm that proposed the configuration it re-measures.
-    ``None`` unless both arms ran."""
+    that larger is better. A retest counts for the arm that proposed the configuration it re-measures;
+    a re-measurement of the incumbent (a baseline replicate) for neither. ``None`` unless both arms ran."""
     sums, counts = [0.0, 0.0], [0, 0]
     for record in records:
+        if record.decided_by == "replicate":
+            continue  # the incumbent re-measured (the noise floor's replicates): neither arm's move
         origin = record.iteration
         if record.proposal is not None and record.proposal.is_replicate:
             origin = record.info.get("replicate_of")
             origin = record.iteration if not isinstance(origin, int) or origin < start else origin
-        arm = (origin - start) % 2
+        arm = design_arm(origin - start)
         counts[arm] += 1
         before, after = record.best_before, record.best_after
         if before is not None and after is not None:
@@ -85,7 +97,8 @@ def paired_gains(ctl: InnerLoopController, records: list[TrialRecord], start: in
 
 
 class GainOverParent(Evaluator):
-    """Score of an outer candidate: its cycle's gain per iteration minus the parent cycle's."""
+    """Score of an outer candidate: its gain per iteration minus its parent's (the two arms of a paired
+    trial, or its cycle against the cycle before)."""
 
     def evaluate(self, inp: EvalInput) -> Evaluation:
         gain, parent = inp.metrics["gain"], inp.metrics["parent_gain"]
@@ -109,7 +122,7 @@ class BeatsParent(Decider):
 
     def judge(self, evidence: Evidence, ctx: ProposalContext) -> tuple[Verdict, dict[str, Any]]:
         score, threshold = evidence.candidate[-1], self.threshold()
-        reason = f"cycle gain over the parent {score:.6g} {'>' if score > threshold else '<='} margin {threshold:.6g}"
+        reason = f"gain over the parent {score:.6g} {'>' if score > threshold else '<='} margin {threshold:.6g}"
         return ("keep" if score > threshold else "discard"), {"rule": "beats-parent", "margin": threshold,
                                                               "reason": reason}
 
@@ -186,9 +199,10 @@ class MechanismInstaller(Installer):
         if self.paired:
             # a paired trial: the design steers the cycle's 1st, 3rd, ... iteration, its parent set the
             # 2nd, 4th, ... — both arms start from the same incumbents, so neither meets easier ground
-            start = len(self.inner.history)
+            done = self.inner.records(cycle)  # a resumed trial: the cycle began before the interruption
+            start = done[0].iteration if done else len(self.inner.history)
             self._starts[name] = start
-            self.inner.gate(name, lambda iteration, s=start: (iteration - s) % 2 == 0)
+            self.inner.gate(name, lambda iteration, s=start: design_arm(iteration - s) == 0)
         return name, {"mechanism": name, "digest": loaded.digest, "hooks": list(loaded.hooks_overridden),
                       "load_seconds": round(loaded.load_seconds, 3), "worker_pid": loaded.worker_pid,
                       "sandbox": loaded.sandbox}

@@ -65,7 +65,7 @@ def verdict(record: TrialRecord) -> str:
     if record.status is Status.KEEP:
         return "kept"
     if record.status is Status.DISCARD:
-        return "reverted (its cycle gained no more than the cycle before)"
+        return "reverted (its iterations gained no more than its parent's, beyond the noise)"
     return f"failed ({record.status.value})"
 
 

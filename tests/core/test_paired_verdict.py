@@ -186,3 +186,26 @@ def test_the_parent_cycle_of_level_2_is_not_gated(tmp_path: Path):
     result = executor.execute(Proposal(origin=BASELINE), ctx)
     controller.run.close()
     assert result.metrics["gain"] == result.metrics["parent_gain"] and "design_gain" not in result.metrics
+
+
+def test_a_trial_resumed_mid_cycle_keeps_the_arms_of_the_cycle_it_began(tmp_path: Path):
+    # interrupted after two iterations of cycle 1, the design is installed again: its arms must still
+    # count from the cycle's first iteration, or the iterations already run would change sides
+    controller = make_controller(tmp_path / "run")
+    controller.ensure_baseline()
+    controller.run_cycle(0, 3)
+    controller.run_cycle(1, 2)
+    first = controller.records(1)[0].iteration
+    loader = MechanismLoader(tmp_path / "run", check_timeout_s=20.0)
+    installer = MechanismInstaller(inner=controller, run=controller.run)
+    loaded = loader.load(IDLE)
+    try:
+        name, _ = installer.install(loaded, Proposal(payload=IDLE), iteration=1, cycle=1)
+        (attached,) = [a for a in controller.mechanisms if a.name == name]
+        assert [attached.arm(first + k) for k in range(5)] == [True, False, True, False, True]
+        controller.run_cycle(1, 4)
+        arms = installer.cycle_metrics(name, 1)[0]
+        assert arms["design_iterations"] == 2 and arms["parent_iterations"] == 2
+    finally:
+        controller.detach(name, reason="test over")
+        controller.run.close()
