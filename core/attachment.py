@@ -130,7 +130,7 @@ class MechanismSlots:
     def gate(self, name: str, arm: Callable[[int], bool] | None) -> None:
         """Run the steering hooks of mechanism ``name`` only on the iterations ``arm`` accepts (``None``:
         on all). Level 2 gates a design on trial so that its cycle is a paired comparison: the
-        design steers every other iteration, its parent set the ones between."""
+        design steers half the iterations (ABBA order), its parent set the others."""
         for attached in self.mechanisms:
             if attached.name == name:
                 attached.arm = arm

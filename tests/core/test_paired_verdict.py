@@ -1,5 +1,5 @@
-"""Level 2's paired verdict: a design on trial steers every other iteration of its cycle and its
-parent set the ones between, and the design is judged by the difference between the two arms — not
+"""Level 2's paired verdict: a design on trial steers half the iterations of its cycle and its parent
+set the others (ABBA order), and the design is judged by the difference between the two arms — not
 by its cycle against the cycle before, which started from a worse incumbent with easier gains."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import core.level2 as level2
 from core.level2 import (
     BeatsParent,
     CycleTrialExecutor,
@@ -19,7 +20,7 @@ from core.level2 import (
 from core.loader import MechanismLoader
 from core.plugins import ExecContext
 from core.records import BASELINE, REPLICATE, EvalInput, Proposal, Status, TrialRecord
-from tests.core.helpers import make_controller, make_mechanism
+from tests.core.helpers import QuadraticProposer, make_controller, make_mechanism
 
 STEERING = {
     "guidance": lambda seen: (lambda ctx: seen.append(ctx.iteration)),
@@ -73,14 +74,14 @@ class _Ctl:
 
 
 @pytest.mark.parametrize(("direction", "records", "design", "parent"), [
-    # the design's arm (even offsets) gains 0.3 over 2 iterations, the parent's 0.1 over 2
-    ("minimize", [_rec(10, 1.0, 0.8), _rec(11, 0.8, 0.7), _rec(12, 0.7, 0.6), _rec(13, 0.6, 0.6)], 0.15, 0.05),
+    # ABBA: the design's arm (offsets 0 and 3) gains 0.2 over 2 iterations, the parent's 0.2 over 2
+    ("minimize", [_rec(10, 1.0, 0.8), _rec(11, 0.8, 0.7), _rec(12, 0.7, 0.6), _rec(13, 0.6, 0.6)], 0.1, 0.1),
     # maximize: signs flip so that larger is better in both directions
-    ("maximize", [_rec(10, 1.0, 1.2), _rec(11, 1.2, 1.2), _rec(12, 1.2, 1.2), _rec(13, 1.2, 1.5)], 0.1, 0.15),
+    ("maximize", [_rec(10, 1.0, 1.2), _rec(11, 1.2, 1.2), _rec(12, 1.2, 1.2), _rec(13, 1.2, 1.5)], 0.25, 0.0),
     # a retest (iteration 11) re-measures the design's candidate of iteration 10: the keep it makes is
     # the design's, and so is the iteration it spent
     ("minimize", [_rec(10, 1.0, 1.0), _rec(11, 1.0, 0.5, replicate_of=10), _rec(12, 0.5, 0.5), _rec(13, 0.5, 0.4)],
-     0.5 / 3, 0.1),
+     0.2, 0.0),
     # a retest of a configuration first measured before the cycle counts where it ran
     ("minimize", [_rec(10, 1.0, 0.9), _rec(11, 0.9, 0.8, replicate_of=3)], 0.1, 0.1),
 ])
@@ -202,10 +203,47 @@ def test_a_trial_resumed_mid_cycle_keeps_the_arms_of_the_cycle_it_began(tmp_path
     try:
         name, _ = installer.install(loaded, Proposal(payload=IDLE), iteration=1, cycle=1)
         (attached,) = [a for a in controller.mechanisms if a.name == name]
-        assert [attached.arm(first + k) for k in range(5)] == [True, False, True, False, True]
+        assert [attached.arm(first + k) for k in range(5)] == [True, False, False, True, True]
         controller.run_cycle(1, 4)
         arms = installer.cycle_metrics(name, 1)[0]
         assert arms["design_iterations"] == 2 and arms["parent_iterations"] == 2
     finally:
         controller.detach(name, reason="test over")
         controller.run.close()
+
+
+def _placebo_scores(tmp_path: Path, seed: int, arm) -> tuple[float, float]:
+    """A design that does nothing, on trial in cycle 1 of the quadratic task (gains shrink as the search
+    goes on): its paired score with the arms ``arm`` assigns, and its score by the old rule (its cycle's
+    gain per iteration minus the cycle before's)."""
+    controller = make_controller(tmp_path / f"run-{seed}", seed=seed, proposer=QuadraticProposer(step=0.25))
+    controller.ensure_baseline()
+    controller.run_cycle(0, 8)
+    controller.attach(make_mechanism("placebo", propose=lambda ctx: None))
+    start = len(controller.history)
+    controller.gate("placebo", lambda iteration: arm(iteration - start) == 0)
+    controller.run_cycle(1, 8)
+    controller.run.close()
+    sums, counts = [0.0, 0.0], [0, 0]
+    for record in controller.records(1):
+        side = arm(record.iteration - start)
+        sums[side] += record.best_before - record.best_after
+        counts[side] += 1
+    paired = sums[0] / counts[0] - sums[1] / counts[1]
+    return paired, cycle_gain([controller], 1) - cycle_gain([controller], 0)
+
+
+def test_a_placebo_design_neither_wins_nor_loses_its_paired_trial_in_abba_order(tmp_path: Path):
+    seeds = range(40)
+    abba = [_placebo_scores(tmp_path / "abba", s, level2.design_arm) for s in seeds]
+    alternating = [_placebo_scores(tmp_path / "abab", s, lambda offset: offset % 2) for s in seeds]
+    old = [o for _, o in abba]
+    # judged against the cycle before, doing nothing always "loses" (gains shrink): the old rule's bias
+    assert all(o < 0 for o in old)
+    # alternation hands the design every first move: doing nothing always "wins"
+    first_mover = [p for p, _ in alternating]
+    assert all(p > 0 for p in first_mover)
+    # ABBA cancels the trend: what is left is a small fraction of either bias
+    residual = sum(p for p, _ in abba) / len(seeds)
+    assert abs(residual) < 0.15 * sum(first_mover) / len(seeds)
+    assert abs(residual) < 0.02 * abs(sum(old) / len(seeds))

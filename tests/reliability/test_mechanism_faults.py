@@ -295,7 +295,7 @@ BROKEN_SOURCES = {
     "raises-after-passing-the-check": ("filter", "RuntimeError", '''
         def filter(self, proposal, ctx):
             self.calls += 1
-            if self.calls > 1:  # on trial it filters every other iteration: the 2nd call is mid-cycle
+            if self.calls > 1:  # on trial it filters half the iterations (ABBA): the 2nd call is mid-cycle
                 raise RuntimeError("design bug on call " + str(self.calls))
             return None
     '''),
