@@ -62,9 +62,16 @@ class AttachedMechanism:
     # hooks run; on the others the loop runs as its parent set would. None: every iteration.
     arm: Callable[[int], bool] | None = None
 
-    def steers(self, ctx: ProposalContext) -> bool:
-        """Whether its steering hooks (all but ``observe``) run on ``ctx.iteration``."""
-        return self.arm is None or bool(self.arm(ctx.iteration))
+    def steers(self, ctx: ProposalContext, record: TrialRecord | None = None) -> bool:
+        """Whether its steering hooks (all but ``observe``) run on ``ctx.iteration`` — for ``decide`` on
+        a retest, on the iteration whose proposal the retest re-measures (that arm's candidate)."""
+        if self.arm is None:
+            return True
+        iteration = ctx.iteration
+        if record is not None and record.proposal is not None and record.proposal.is_replicate:
+            origin = record.info.get("replicate_of")
+            iteration = origin if isinstance(origin, int) and not isinstance(origin, bool) else iteration
+        return bool(self.arm(iteration))
 
 
 DetachCallback = Callable[[AttachedMechanism, str], None]
@@ -130,7 +137,7 @@ class MechanismSlots:
     def gate(self, name: str, arm: Callable[[int], bool] | None) -> None:
         """Run the steering hooks of mechanism ``name`` only on the iterations ``arm`` accepts (``None``:
         on all). Level 2 gates a design on trial so that its cycle is a paired comparison: the
-        design steers half the iterations (ABBA order), its parent set the others."""
+        design steers one iteration of each pair, its parent set the other."""
         for attached in self.mechanisms:
             if attached.name == name:
                 attached.arm = arm
@@ -169,7 +176,8 @@ class MechanismSlots:
             if hook in attached.hooks and attached in self.mechanisms and attached.name not in skip:
                 if hook != "observe" and attached.arm is not None:
                     ctx = next((a for a in args if isinstance(a, ProposalContext)), None)
-                    if ctx is not None and not attached.steers(ctx):
+                    record = next((a for a in args if isinstance(a, TrialRecord)), None)
+                    if ctx is not None and not attached.steers(ctx, record):
                         continue  # an iteration of its parent set's arm
                 ok, out = self._call(attached, hook, *args)
                 if ok:

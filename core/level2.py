@@ -10,8 +10,9 @@ way in every domain:
    :class:`MechanismInstaller` attaches a mechanism, article_opt's installer injects a stage;
 3. run the next inner cycle under it and measure its gain against its parent's. With an installer
    that can split a cycle (:class:`MechanismInstaller`, ``paired=True``: the default) the trial is
-   *paired*: the design steers half the iterations of the cycle and the parent set the others, in
-   ABBA order (:func:`design_arm`, :meth:`~core.attachment.MechanismSlots.gate`), and the two arms' gains per iteration
+   *paired*: in each pair of the cycle's iterations the design steers one and the parent set the
+   other, in a seeded random order (:func:`design_arm`, :meth:`~core.attachment.MechanismSlots.gate`),
+   and the two arms' gains per iteration
    (:func:`paired_gains`) are compared — both arms meet the same incumbents. Otherwise the cycle's
    gain per iteration (:func:`cycle_gain`) is compared with the cycle before's (run without it, same
    budget), which is biased against the design: that cycle started from a worse incumbent;
@@ -25,6 +26,7 @@ Its score is ``gain − parent_gain`` (:class:`GainOverParent`) and the keep rul
 from __future__ import annotations
 
 import logging
+import random
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -66,29 +68,38 @@ def cycle_gain(loops: Iterable[InnerLoopController], cycle: int) -> float | None
     return round(sum(gains) / len(gains), 9) if gains else None
 
 
-def design_arm(offset: int) -> int:
-    """The arm of the iteration ``offset`` iterations into a paired trial's cycle, in ABBA order: 0
-    (the design's) for the 1st, 4th, 5th, 8th, 9th ..., 1 (its parent set's) for the 2nd, 3rd, 6th,
-    7th ... Plain alternation (ABAB) would hand the design the first move of every pair, and gains
-    shrink as a search goes on: a design that does nothing would win its trial (a placebo won 40 of
-    40 seeds on the test task, +0.068 per iteration; in ABBA order +0.005 and none lost)."""
-    return 0 if offset % 4 in (0, 3) else 1
+def design_arm(offset: int, seed: int) -> int:
+    """The arm of the iteration ``offset`` iterations into a paired trial's cycle: 0 (the design's) or
+    1 (its parent set's). The cycle is split into pairs of iterations, one for each arm, and a coin
+    drawn from ``seed`` and the pair's index decides which arm moves first in each pair (a trailing
+    single iteration goes to the coin's first arm). Gains shrink as a search goes on, so a fixed
+    order favours whoever moves first: with plain alternation a design that does nothing won its
+    trial on every seed of the test task, and in ABBA order it still did whenever the cycle's length
+    is 2 mod 4 (the suite's 10). Random order within pairs makes that advantage zero on average."""
+    pair, second = divmod(offset, 2)
+    design_first = random.Random(f"{seed}:{pair}").random() < 0.5
+    return int(design_first) if second else int(not design_first)
 
 
-def paired_gains(ctl: InnerLoopController, records: list[TrialRecord], start: int) -> dict[str, float] | None:
+def origin_iteration(record: TrialRecord) -> int:
+    """The iteration whose proposal ``record`` measured: a retest's is the first measurement's (a
+    retest follows its near-tie in the same cycle), anyone else's its own."""
+    origin = record.info.get("replicate_of") if record.proposal is not None and record.proposal.is_replicate else None
+    return origin if isinstance(origin, int) and not isinstance(origin, bool) else record.iteration
+
+
+def paired_gains(ctl: InnerLoopController, records: list[TrialRecord], start: int, seed: int) -> dict[str, float] | None:
     """A paired trial's two arms: the improvement of the incumbent per iteration on the iterations the
-    design steered and on those its parent set steered (:func:`design_arm`), signed so
+    design steered and on those its parent set steered (:func:`design_arm` with ``seed``), signed so
     that larger is better. A retest counts for the arm that proposed the configuration it re-measures;
-    a re-measurement of the incumbent (a baseline replicate) for neither. ``None`` unless both arms ran."""
+    a re-measurement of the incumbent (a baseline replicate) and an iteration lost to the provider
+    (retried, not counted in the budget) for neither. ``None`` unless both arms ran."""
     sums, counts = [0.0, 0.0], [0, 0]
     for record in records:
-        if record.decided_by == "replicate":
-            continue  # the incumbent re-measured (the noise floor's replicates): neither arm's move
-        origin = record.iteration
-        if record.proposal is not None and record.proposal.is_replicate:
-            origin = record.info.get("replicate_of")
-            origin = record.iteration if not isinstance(origin, int) or origin < start else origin
-        arm = design_arm(origin - start)
+        if record.decided_by == "replicate" or record.info.get("provider_failure"):
+            continue  # the incumbent re-measured, or nothing measured: neither arm's move
+        origin = origin_iteration(record)
+        arm = design_arm((origin if origin >= start else record.iteration) - start, seed)
         counts[arm] += 1
         before, after = record.best_before, record.best_after
         if before is not None and after is not None:
@@ -109,9 +120,10 @@ class GainOverParent(Evaluator):
 
 
 class BeatsParent(Decider):
-    """Keep an outer candidate only when its cycle beat the parent's by more than ``margin`` (score >
-    margin; 0 without one: any gain). The noise-aware schedule passes :func:`outer_margin` — the inner
-    loops' noise floor spread over a cycle — so a plug-in or a config patch is kept only on evidence
+    """Keep an outer candidate only when it beat its parent by more than ``margin`` (score > margin;
+    0 without one: any gain). The noise-aware schedule passes :func:`outer_margin` — the inner loops'
+    noise floor spread over the iterations compared (a cycle for a Level-1.5 patch, an arm of a
+    paired trial for a Level-2 design) — so a plug-in or a config patch is kept only on evidence
     beyond the noise, the same rule as Level 1's."""
 
     def __init__(self, *, margin: Callable[[], float] | None = None) -> None:
@@ -190,7 +202,7 @@ class MechanismInstaller(Installer):
         self.run = run
         self.contract = contract or MECHANISM_CONTRACT
         self.paired = paired
-        self._starts: dict[str, int] = {}  # design on trial -> the first iteration of its cycle
+        self._starts: dict[str, tuple[int, int]] = {}  # design on trial -> (its cycle's first iteration, arm seed)
 
     def install(self, loaded: LoadedMechanism, proposal: Proposal, iteration: int, cycle: int) -> tuple[str, dict[str, Any]]:
         name = f"{loaded.name}#{iteration}"
@@ -200,12 +212,13 @@ class MechanismInstaller(Installer):
         except (MechanismError, ValueError) as exc:
             raise ValueError(f"attach: {exc}") from exc
         if self.paired:
-            # a paired trial: the design steers the cycle's 1st, 4th, 5th, 8th ... iteration, its parent
-            # set the others (ABBA) — both arms meet the same incumbents, neither always moves first
+            # a paired trial: in each pair of the cycle's iterations the design steers one and its parent
+            # set the other, in a seeded random order — both arms meet the same incumbents
             done = self.inner.records(cycle)  # a resumed trial: the cycle began before the interruption
             start = done[0].iteration if done else len(self.inner.history)
-            self._starts[name] = start
-            self.inner.gate(name, lambda iteration, s=start: design_arm(iteration - s) == 0)
+            seed = self.inner.seed * 1_000_003 + iteration  # the order of the arms: the same on resume
+            self._starts[name] = (start, seed)
+            self.inner.gate(name, lambda it, s=start, k=seed: it >= s and design_arm(it - s, k) == 0)
         return name, {"mechanism": name, "digest": loaded.digest, "hooks": list(loaded.hooks_overridden),
                       "load_seconds": round(loaded.load_seconds, 3), "worker_pid": loaded.worker_pid,
                       "sandbox": loaded.sandbox}
@@ -218,7 +231,8 @@ class MechanismInstaller(Installer):
     def remove(self, name: str, loaded: LoadedMechanism, record: TrialRecord) -> None:
         self._starts.pop(name, None)
         # detaching kills the worker: nothing of it keeps running
-        self.inner.detach(name, reason=f"reverted: {record.status.value} (cycle gain {record.metrics.get('gain')})")
+        self.inner.detach(name, reason=f"reverted: {record.status.value} (gain {record.metrics.get('gain')} against "
+                                       f"its parent's {record.metrics.get('parent_gain')})")
 
     def kept(self, name: str, record: TrialRecord) -> None:
         if self._starts.pop(name, None) is not None:
@@ -228,9 +242,9 @@ class MechanismInstaller(Installer):
         records = self.inner.records(cycle)
         calls = hook_call_totals(records).get(name, {})
         metrics, detail = {"hook_calls": float(sum(calls.values()))}, {"hook_calls": calls}
-        start = self._starts.get(name)
-        if start is not None:
-            arms = paired_gains(self.inner, records, start)
+        trial = self._starts.get(name)
+        if trial is not None:
+            arms = paired_gains(self.inner, records, *trial)
             if arms is not None:
                 metrics.update(arms)
         return metrics, detail
@@ -295,6 +309,8 @@ class CycleTrialExecutor(Executor):
             metrics.update(gain=extra_metrics["design_gain"], parent_gain=extra_metrics["parent_arm_gain"],
                            cycle_gain=gain, previous_cycle_gain=parent_gain)
             detail = {**detail, "verdict_basis": "paired arms of the cycle"}
+        elif getattr(self.installer, "paired", False):
+            detail = {**detail, "verdict_basis": "the cycle before (the paired arms were incomplete)"}
         detail = {**detail, **extra_detail}
         failure = self.installer.failure(name)
         if failure is not None:

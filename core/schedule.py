@@ -6,9 +6,13 @@ For ``outer_cycles`` cycles of ``inner_budget`` Level-1 iterations per loop, aft
     cycle c ≥ 1:  [L2 step: design → load → install → inner cycle c → keep/revert]
                   [L1.5 verdict on the patch that governed cycle c]  [L1.5 patch]
 
-Both outer levels are scored the same way, by the cycle they govern: its gain per iteration against
-the cycle before (:func:`core.level2.cycle_gain`), kept or reverted by a pluggable decider (default
-:class:`core.level2.BeatsParent`). A level that is off does nothing at its slot, so every group of an
+Both outer levels are scored by the cycle they govern, kept or reverted by a pluggable decider
+(default :class:`core.level2.BeatsParent`): a Level-1.5 patch by the cycle's gain per iteration
+against the cycle before (:func:`core.level2.cycle_gain`); a Level-2 design, where the domain's
+installer can split a cycle (train_opt, script_opt), by a paired trial inside its cycle — in each
+pair of iterations it steers one and its parent set the other (:func:`core.level2.paired_gains`),
+against a noise margin over an arm's iterations — else (article_opt) by its cycle against the cycle
+before. A level that is off does nothing at its slot, so every group of an
 ablation counts trials the same way. All state — histories, incumbents, the configuration in force,
 installed plug-ins — lives in the journal; :meth:`BilevelRun.resume` rebuilds it and runs only what is
 missing. A budget, a provider outage or the wall-time limit stops the run cleanly (``stopped`` in
@@ -125,9 +129,17 @@ class BilevelRun:
             return
         loader = MechanismLoader(self.rundir.path, contract=parts.installer.contract)
         self.loader = loader
+        decider = self.outer_decider
+        if getattr(parts.installer, "paired", False):
+            if self.settings.inner_budget < 2:
+                parts.installer.paired = False  # one iteration a cycle cannot be split between two arms
+            elif isinstance(decider, BeatsParent) and decider.margin is not None:
+                # a paired trial compares two arms of about half a cycle each: the noise over an arm
+                half = max(1, self.settings.inner_budget // 2)
+                decider = BeatsParent(margin=lambda: outer_margin(self.loops.values(), half))
         self.level2 = InnerLoopController(
             run=self.rundir, loop=LOOP, direction="maximize", seed=self.settings.seed,
-            proposer=parts.designer, evaluator=GainOverParent(), decider=self.outer_decider,
+            proposer=parts.designer, evaluator=GainOverParent(), decider=decider,
             executor=CycleTrialExecutor(loader=loader, installer=parts.installer, run_cycle=self._inner_cycle,
                                         gain=self.cycle_gain),
             hook_timeout_s=self.settings.hook_timeout_s, max_provider_failures=self.settings.max_provider_failures,

@@ -85,7 +85,7 @@ def show_summary(run_path: Path, summary: dict[str, Any]) -> None:
     console.print(table)
     if summary["mechanisms"]:
         mech = Table(title="Level 2 mechanisms (each in its own sandboxed worker, attached to the running inner loop)")
-        for col in ("cycle", "design", "worker", "verdict", "cycle gain", "parent gain", "hook calls (effects)"):
+        for col in ("cycle", "design", "worker", "verdict", "its gain", "parent's gain", "hook calls (effects)"):
             mech.add_column(col)
         for m in summary["mechanisms"]:
             effects = m.get("hook_effects", {})

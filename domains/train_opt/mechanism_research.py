@@ -5,8 +5,8 @@ This module is the domain's part of it: the designer. A candidate is a mechanism
 library template from :mod:`core.mechanisms` with parameters, or full source written by the
 researcher (:class:`MechanismDesigner`). Executing, scoring and keeping or reverting it are core's
 (:mod:`core.level2`: load in a sandboxed worker, attach to the **running** Level-1 controller, run
-the next inner cycle as a paired trial — the design steers half the iterations in ABBA order, its
-parent set the others — and keep it only if its arm gained more, beyond the noise). Pairing within the cycle
+the next inner cycle as a paired trial — in each pair of iterations the design steers one and its
+parent set the other — and keep it only if its arm gained more, beyond the noise). Pairing within the cycle
 matters: early cycles harvest the easy gains, so comparing with an earlier cycle would revert
 designs for being late, not for being worse.
 """

@@ -83,7 +83,7 @@ def write_report(run_dir: Path) -> Path:
             lines.append(f"- after cycle {e['cycle']}: freeze {p['freeze'] or '-'}, unfreeze {p['unfreeze'] or '-'}, "
                          f"strategy {p.get('strategy') or '-'}; {p['reason']}")
     if summary["mechanisms"]:
-        lines += ["", "## Level 2 mechanisms", "", "| cycle | design | verdict | cycle gain | parent gain | hook calls (effects) |",
+        lines += ["", "## Level 2 mechanisms", "", "| cycle | design | verdict | its gain | parent's gain | hook calls (effects) |",
                   "|---|---|---|---|---|---|"]
         for m in summary["mechanisms"]:
             effects = m.get("hook_effects", {})
