@@ -291,3 +291,47 @@ def test_decide_on_a_retest_belongs_to_the_arm_that_proposed_the_candidate():
     assert not attached.steers(ctx, retest_of_9)
     assert not attached.steers(ctx, _rec(11, 1.0, 1.0))  # an ordinary record: its own iteration
     assert not attached.steers(ctx)
+
+
+def test_with_parallel_trials_a_gated_mechanism_steers_only_its_arm(tmp_path: Path):
+    from core.batch import BatchRunner
+    from core.pool import LocalPool
+
+    seen: list[int] = []
+    controller = make_controller(tmp_path / "run")
+    pool = LocalPool(size=2)
+    controller.batch = BatchRunner(controller, pool, size=2)
+    try:
+        controller.attach(make_mechanism("design", propose=STEERING["propose"](seen),
+                                         filter=STEERING["filter"](seen)))
+        controller.ensure_baseline()
+        start = len(controller.history)
+        seed = 12345
+        controller.gate("design", lambda iteration: level2.design_arm(iteration - start, seed) == 0)
+        records = controller.run_cycle(0, 8)
+    finally:
+        pool.close()
+        controller.run.close()
+    mine = {r.iteration for r in records if level2.design_arm(r.iteration - start, seed) == 0}
+    assert seen and set(seen) <= mine and len(mine) == 4  # one of each pair, never the parent's
+    assert all(not r.hook_calls.get("design") for r in records if r.iteration not in mine)
+
+
+def test_a_paired_trial_whose_arms_are_incomplete_says_it_was_judged_against_the_cycle_before(tmp_path: Path):
+    controller = make_controller(tmp_path / "run", proposer=QuadraticProposer(step=0.1))
+    controller.ensure_baseline()
+    controller.run_cycle(0, 1)
+    installer = MechanismInstaller(inner=controller, run=controller.run)
+    executor = CycleTrialExecutor(loader=MechanismLoader(tmp_path / "run", check_timeout_s=20.0), installer=installer,
+                                  run_cycle=lambda c: controller.run_cycle(c, 1),  # one iteration: one arm only
+                                  gain=lambda c: cycle_gain([controller], c))
+    ctx = ExecContext(loop="mechanism", iteration=1, cycle=1, run_dir=tmp_path / "run", trial_dir=tmp_path / "t",
+                      incumbent=None)
+    result = executor.execute(Proposal(payload=JUMP, region="template:x"), ctx)
+    try:
+        assert "design_gain" not in result.metrics
+        assert result.detail["verdict_basis"] == "the cycle before (the paired arms were incomplete)"
+    finally:
+        for attached in list(controller.mechanisms):
+            controller.detach(attached.name, reason="test over")
+        controller.run.close()
