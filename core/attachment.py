@@ -67,11 +67,7 @@ class AttachedMechanism:
         a retest, on the iteration whose proposal the retest re-measures (that arm's candidate)."""
         if self.arm is None:
             return True
-        iteration = ctx.iteration
-        if record is not None and record.proposal is not None and record.proposal.is_replicate:
-            origin = record.info.get("replicate_of")
-            iteration = origin if isinstance(origin, int) and not isinstance(origin, bool) else iteration
-        return bool(self.arm(iteration))
+        return bool(self.arm(record.origin_iteration if record is not None else ctx.iteration))
 
 
 DetachCallback = Callable[[AttachedMechanism, str], None]

@@ -81,13 +81,6 @@ def design_arm(offset: int, seed: int) -> int:
     return int(design_first) if second else int(not design_first)
 
 
-def origin_iteration(record: TrialRecord) -> int:
-    """The iteration whose proposal ``record`` measured: a retest's is the first measurement's (a
-    retest follows its near-tie in the same cycle), anyone else's its own."""
-    origin = record.info.get("replicate_of") if record.proposal is not None and record.proposal.is_replicate else None
-    return origin if isinstance(origin, int) and not isinstance(origin, bool) else record.iteration
-
-
 def paired_gains(ctl: InnerLoopController, records: list[TrialRecord], start: int, seed: int) -> dict[str, float] | None:
     """A paired trial's two arms: the improvement of the incumbent per iteration on the iterations the
     design steered and on those its parent set steered (:func:`design_arm` with ``seed``), signed so
@@ -98,7 +91,7 @@ def paired_gains(ctl: InnerLoopController, records: list[TrialRecord], start: in
     for record in records:
         if record.decided_by == "replicate" or record.info.get("provider_failure"):
             continue  # the incumbent re-measured, or nothing measured: neither arm's move
-        origin = origin_iteration(record)
+        origin = record.origin_iteration
         arm = design_arm((origin if origin >= start else record.iteration) - start, seed)
         counts[arm] += 1
         before, after = record.best_before, record.best_after
@@ -154,6 +147,7 @@ class Installer(ABC):
     """Puts one loaded plug-in of a kind into the running inner loop(s) and takes it out again."""
 
     contract: LoadContract
+    paired: bool = False  # True: it can split a cycle between a design and its parent set (a paired trial)
 
     @abstractmethod
     def install(self, loaded: LoadedMechanism, proposal: Proposal, iteration: int, cycle: int) -> tuple[str, dict[str, Any]]:
@@ -309,7 +303,7 @@ class CycleTrialExecutor(Executor):
             metrics.update(gain=extra_metrics["design_gain"], parent_gain=extra_metrics["parent_arm_gain"],
                            cycle_gain=gain, previous_cycle_gain=parent_gain)
             detail = {**detail, "verdict_basis": "paired arms of the cycle"}
-        elif getattr(self.installer, "paired", False):
+        elif self.installer.paired:
             detail = {**detail, "verdict_basis": "the cycle before (the paired arms were incomplete)"}
         detail = {**detail, **extra_detail}
         failure = self.installer.failure(name)

@@ -206,6 +206,13 @@ class TrialRecord(Frozen):
     def finished_ok(self) -> bool:
         return self.status in (Status.KEEP, Status.DISCARD)
 
+    @property
+    def origin_iteration(self) -> int:
+        """The iteration whose proposal this record measured: a retest's is the first measurement's
+        (``info["replicate_of"]``; a retest follows its near-tie in the same cycle), anyone else's its own."""
+        origin = self.info.get("replicate_of") if self.proposal is not None and self.proposal.is_replicate else None
+        return origin if isinstance(origin, int) and not isinstance(origin, bool) else self.iteration
+
 
 class Constraints(Frozen):
     """Structured guidance a non-LLM proposer can act on (and an LLM sees rendered as text)."""

@@ -130,7 +130,7 @@ class BilevelRun:
         loader = MechanismLoader(self.rundir.path, contract=parts.installer.contract)
         self.loader = loader
         decider = self.outer_decider
-        if getattr(parts.installer, "paired", False):
+        if parts.installer.paired:
             if self.settings.inner_budget < 2:
                 parts.installer.paired = False  # one iteration a cycle cannot be split between two arms
             elif isinstance(decider, BeatsParent) and decider.margin is not None:
