@@ -112,6 +112,7 @@ class InnerLoopController(MechanismSlots, Measurements):
         lessons: Callable[[tuple[TrialRecord, ...]], Iterable[str]] | None = None,
         max_provider_failures: int = 3,
         max_failed_in_a_row: int = 0,
+        cycles: int | None = None,
     ) -> None:
         if max_reasks < 0:
             raise ValueError("max_reasks must be >= 0")
@@ -128,6 +129,9 @@ class InnerLoopController(MechanismSlots, Measurements):
         self.lessons = lessons
         self.max_provider_failures = max_provider_failures
         self.max_failed_in_a_row = max_failed_in_a_row  # executed trials failing in a row before a stop (0 = never)
+        # set when each iteration runs a whole cycle (Level 2): the run's number of cycles. A near-tie
+        # is then retested in the next cycle, while the run has one
+        self.cycles = cycles
         self.search: BaseModel | dict[str, Any] = {}
         self.outer_guidance = Guidance()
         self.mechanisms: list[AttachedMechanism] = []
@@ -464,7 +468,10 @@ class InnerLoopController(MechanismSlots, Measurements):
         incumbent = tuple(self._scores.get(incumbent_key or "", ())) or \
             ((self.best_score,) if self.best_score is not None else ())
         groups = [v for k, v in self._scores.items() if k != key] + ([list(candidate)] if key else [])
-        budget_left = self._budget is None or self._budget[0] != cycle or self._per_cycle[cycle] + 1 < self._budget[1]
+        if self.cycles is not None:  # one iteration a cycle: a retest takes the next cycle
+            budget_left = cycle + 1 < self.cycles
+        else:
+            budget_left = self._budget is None or self._budget[0] != cycle or self._per_cycle[cycle] + 1 < self._budget[1]
         # a batch (core.batch) plans its own iterations: it does not run replicates (yet), so no retest there
         can_retest = self.executor.seeded and key is not None and budget_left and self.batch is None
         return Evidence(candidate=candidate, incumbent=incumbent, noise=pooled_noise(groups),

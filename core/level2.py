@@ -21,15 +21,20 @@ way in every domain:
 
 Its score is ``gain − parent_gain`` (:class:`GainOverParent`) and the keep rule is a pluggable
 :class:`~core.plugins.Decider`; the default, :class:`BeatsParent`, keeps only a gain beyond the noise.
+Under the noise-aware rule a paired trial that is inconclusive (its score within the margin either
+way) is retested: the same design is loaded again and tried in the next cycle, and the verdict rests
+on both trials — Level 1's near-tie rule, one level up.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from statistics import fmean
 from typing import Any
 
 from core.errors import MechanismError
@@ -117,10 +122,20 @@ class BeatsParent(Decider):
     0 without one: any gain). The noise-aware schedule passes :func:`outer_margin` — the inner loops'
     noise floor spread over the iterations compared (a cycle for a Level-1.5 patch, an arm of a
     paired trial for a Level-2 design) — so a plug-in or a config patch is kept only on evidence
-    beyond the noise, the same rule as Level 1's."""
+    beyond the noise, the same rule as Level 1's.
 
-    def __init__(self, *, margin: Callable[[], float] | None = None) -> None:
+    With ``max_retests`` > 0 (Level 2's paired trials under the noise-aware rule) an inconclusive
+    trial — a score within the margin either way, e.g. neither arm gained — is not a verdict: the
+    design is tried again in the next cycle (a *retest*, while the run has one) and judged on the
+    mean score of its trials against the margin over their pooled iterations (``margin / sqrt(n)``
+    for ``n`` trials). Only a score below ``-margin`` is a loss on the evidence; after its last
+    retest an inconclusive design is reverted, as before."""
+
+    def __init__(self, *, margin: Callable[[], float] | None = None, max_retests: int = 0) -> None:
+        if max_retests < 0:
+            raise ValueError("max_retests must be >= 0")
         self.margin = margin
+        self.max_retests = max_retests
 
     def threshold(self) -> float:
         return max(1e-12, float(self.margin()) if self.margin is not None else 0.0)
@@ -129,10 +144,16 @@ class BeatsParent(Decider):
         return score > self.threshold()
 
     def judge(self, evidence: Evidence, ctx: ProposalContext) -> tuple[Verdict, dict[str, Any]]:
-        score, threshold = evidence.candidate[-1], self.threshold()
-        reason = f"gain over the parent {score:.6g} {'>' if score > threshold else '<='} margin {threshold:.6g}"
-        return ("keep" if score > threshold else "discard"), {"rule": "beats-parent", "margin": threshold,
-                                                              "reason": reason}
+        n = len(evidence.candidate)
+        score, threshold = fmean(evidence.candidate), self.threshold() / math.sqrt(n)
+        info: dict[str, Any] = {"rule": "beats-parent", "margin": threshold, "trials": n}
+        what = f"gain over the parent {score:.6g}" + (f" (mean of {n} trials)" if n > 1 else "")
+        if score > threshold:
+            return "keep", {**info, "reason": f"{what} > margin {threshold:.6g}"}
+        if score >= -threshold and evidence.can_retest and n <= self.max_retests:
+            return "retest", {**info, "reason": f"{what} within the margin {threshold:.6g} either way: inconclusive, "
+                                                "tried again in the next cycle"}
+        return "discard", {**info, "reason": f"{what} <= margin {threshold:.6g}"}
 
 
 def outer_margin(loops: Iterable[InnerLoopController], inner_budget: int) -> float:
@@ -224,9 +245,13 @@ class MechanismInstaller(Installer):
 
     def remove(self, name: str, loaded: LoadedMechanism, record: TrialRecord) -> None:
         self._starts.pop(name, None)
+        gains = f"gain {record.metrics.get('gain')} against its parent's {record.metrics.get('parent_gain')}"
+        if (record.info.get("decision") or {}).get("verdict") == "retest":
+            why = f"inconclusive ({gains}): loaded again for a retest in the next cycle"
+        else:
+            why = f"reverted: {record.status.value} ({gains})"
         # detaching kills the worker: nothing of it keeps running
-        self.inner.detach(name, reason=f"reverted: {record.status.value} (gain {record.metrics.get('gain')} against "
-                                       f"its parent's {record.metrics.get('parent_gain')})")
+        self.inner.detach(name, reason=why)
 
     def kept(self, name: str, record: TrialRecord) -> None:
         if self._starts.pop(name, None) is not None:
@@ -263,7 +288,12 @@ class MechanismInstaller(Installer):
 
 
 class CycleTrialExecutor(Executor):
-    """Load → install → run one inner cycle → report the gain; ``settle`` keeps or removes it."""
+    """Load → install → run one inner cycle → report the gain; ``settle`` keeps or removes it.
+
+    ``seeded``: a design tried again (a retest) runs in another cycle, on other draws, so it is a new
+    measurement of the same design."""
+
+    seeded = True
 
     def __init__(self, *, loader: MechanismLoader, installer: Installer, run_cycle: Callable[[int], None],
                  gain: Callable[[int], float | None]) -> None:

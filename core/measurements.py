@@ -25,7 +25,7 @@ log = logging.getLogger("core.inner_loop")
 
 class Measurements:
     """Configuration keys, noise and replicates; the host class sets ``run``, ``loop``, ``seed``,
-    ``executor``, ``decider``, ``history`` and the derived ``_runs``, ``_scores``, ``_first`` and
+    ``executor``, ``decider``, ``cycles``, ``history`` and the derived ``_runs``, ``_scores``, ``_first`` and
     ``_incumbent_changes``, and provides ``incumbent`` and ``incumbent_record``."""
 
     run: RunDir
@@ -33,6 +33,7 @@ class Measurements:
     seed: int
     executor: Executor
     decider: Decider
+    cycles: int | None
     history: list[TrialRecord]
     _runs: Counter
     _scores: dict[str, list[float]]
@@ -80,7 +81,10 @@ class Measurements:
             return None
         last = self.history[-1]
         verdict = (last.info.get("decision") or {}).get("verdict")
-        if verdict == "retest" and last.cycle == cycle and last.proposal is not None:
+        # a retest follows its near-tie at once: in the same cycle, or in the next where each
+        # iteration is a cycle of its own (Level 2)
+        follows = last.cycle == cycle or (self.cycles is not None and last.cycle == cycle - 1)
+        if verdict == "retest" and follows and last.proposal is not None:
             first = self._first.get(last.info.get("config_key") or "", last)
             return Proposal(changes=dict(last.proposal.changes), payload=last.proposal.payload,
                             region=last.proposal.region, origin=REPLICATE,

@@ -136,13 +136,15 @@ class BilevelRun:
             elif isinstance(decider, BeatsParent) and decider.margin is not None:
                 # a paired trial compares two arms of about half a cycle each: the noise over an arm
                 half = max(1, self.settings.inner_budget // 2)
-                decider = BeatsParent(margin=lambda: outer_margin(self.loops.values(), half))
+                # an inconclusive trial is tried again in the next cycle (once) rather than reverted
+                decider = BeatsParent(margin=lambda: outer_margin(self.loops.values(), half), max_retests=1)
         self.level2 = InnerLoopController(
             run=self.rundir, loop=LOOP, direction="maximize", seed=self.settings.seed,
             proposer=parts.designer, evaluator=GainOverParent(), decider=decider,
             executor=CycleTrialExecutor(loader=loader, installer=parts.installer, run_cycle=self._inner_cycle,
                                         gain=self.cycle_gain),
             hook_timeout_s=self.settings.hook_timeout_s, max_provider_failures=self.settings.max_provider_failures,
+            cycles=self.settings.outer_cycles,
         )
         # Level 2 searches with the same mechanisms as Level 1: a tabu list over designs means a
         # reverted design is not proposed again in this run.

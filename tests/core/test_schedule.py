@@ -134,3 +134,16 @@ def test_level_2_puts_the_design_on_trial_ahead_of_earlier_keeps_and_resume_rest
         assert [m.name for m in again.inner.mechanisms if m.origin == "generated"] == order
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(("decision", "budget", "retests"), [("noise-aware", 4, 1), ("strict", 4, 0), ("noise-aware", 1, 0)])
+def test_level_2_retests_an_inconclusive_paired_trial_only_under_the_noise_aware_rule(project, tmp_path, decision,
+                                                                                         budget, retests):
+    # a one-iteration cycle cannot be split into arms: no paired trial, no retest
+    session = ScriptSession.start(settings(project, decision=decision, inner_budget=budget, outer_cycles=3,
+                                           levels=("1", "2")), tmp_path / "r")
+    try:
+        assert session.level2.decider.max_retests == retests
+        assert session.level2.cycles == 3  # a retest takes the next cycle, while the run has one
+    finally:
+        session.close()

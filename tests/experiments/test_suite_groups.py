@@ -73,3 +73,24 @@ def test_the_bilevel_groups_spend_no_trial_on_an_infeasible_or_measured_configur
         measured = [json.dumps(r["config"], sort_keys=True) for r in rows
                     if r["value"] is not None and not r["replicate"]]
         assert len(measured) == len(set(measured)), group
+
+
+def test_on_the_suite_an_inconclusive_design_is_retested_in_the_next_cycle_and_judged_on_both_trials(tmp_path: Path):
+    import json
+
+    retests = 0
+    for seed in range(5):
+        run_dir = tmp_path / f"c{seed}"
+        run_group("coupled", "C", seed, cycles=3, budget=10, run_dir=run_dir)
+        with (run_dir / "journal.jsonl").open(encoding="utf-8") as journal:
+            designs = [e["record"] for e in map(json.loads, journal)
+                       if e["type"] == "trial" and e["record"]["loop"] == "mechanism" and e["record"]["iteration"]]
+        for first, then in zip(designs, designs[1:], strict=False):
+            if first["info"]["decision"]["verdict"] != "retest":
+                continue
+            retests += 1
+            assert then["cycle"] == first["cycle"] + 1 and then["proposal"]["origin"] == "replicate"
+            assert then["proposal"]["payload"] == first["proposal"]["payload"]
+            assert then["info"]["decision"]["trials"] == 2
+        assert designs[-1]["info"]["decision"]["verdict"] != "retest"  # no cycle after the last
+    assert retests >= 1
