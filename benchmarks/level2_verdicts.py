@@ -6,7 +6,8 @@
 Each run is group C (Levels 1 + 1.5 + 2, the offline stand-in researcher, not an LLM) on a suite
 target, the suite's shape (baseline + 3 cycles of 10 trials): Level 2's baseline is cycle 0, its
 first design is on trial in cycle 1 and its second in cycle 2. The table counts, per design slot,
-the verdicts (kept, reverted, crashed) and the templates the designer chose, read back from each
+the verdicts (kept, inconclusive and retested in the next cycle, reverted, crashed; a retest takes
+the next design slot) and the templates the designer chose, read back from each
 run's journal (the ``mechanism`` loop's records); with ``--arms`` it also prints the paired arms'
 mean gain per iteration (the design's and its parent set's) over the trials.
 """
@@ -43,7 +44,9 @@ def designs(target: str, seed: int) -> list[dict[str, Any]]:
                 record = event.get("record") or {}
                 if event.get("type") != "trial" or record.get("loop") != "mechanism" or not record.get("iteration"):
                     continue
-                out.append({"slot": record["iteration"], "status": record["status"],
+                verdict = (record.get("info", {}).get("decision") or {}).get("verdict")
+                out.append({"slot": record["iteration"], "status": "retest" if verdict == "retest" else record["status"],
+                            "is_retest": (record.get("proposal") or {}).get("origin") == "replicate",
                             "template": ((record.get("proposal") or {}).get("changes") or {}).get("template"),
                             "metrics": record.get("metrics", {})})
         return out
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for _, _, records in pool.map(_unit, jobs):
             for record in records:
                 verdicts[record["slot"]][record["status"]] += 1
+                verdicts[record["slot"]]["of which retests"] += record["is_retest"]
                 templates[record["slot"]][record["template"] or "source"] += 1
                 m = record["metrics"]
                 if "design_gain" in m:
@@ -84,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.first_seed}-{args.first_seed + args.seeds - 1}")
     for slot in sorted(verdicts):
         v, t = verdicts[slot], templates[slot]
-        line = (f"design {slot}: kept {v['keep']}, reverted {v['discard']}, crashed {v['crash']} of {sum(v.values())}; "
+        runs = v["keep"] + v["retest"] + v["discard"] + v["crash"]
+        retests = f" ({v['of which retests']} of them a retest of design {slot - 1})" if v["of which retests"] else ""
+        line = (f"design {slot}{retests}: kept {v['keep']}, inconclusive {v['retest']} (retested next cycle), "
+                f"reverted {v['discard']}, crashed {v['crash']} of {runs}; "
                 f"templates {', '.join(f'{k} {n}' for k, n in t.most_common())}")
         if args.arms and arms[slot]:
             line += (f"; arms: design {statistics.fmean(a for a, _ in arms[slot]):.4g}, "
