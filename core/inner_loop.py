@@ -404,7 +404,8 @@ class InnerLoopController(MechanismSlots, Measurements):
         info: dict[str, Any] = {"config_key": key} if key else {}
         if proposal.is_replicate and key:
             info["replicate_of"] = self._first[key].iteration if key in self._first else None
-            info["seed"] = seed
+            if self.cycles is None:  # a Level-2 retest runs on the next cycle's draws, not on a seed
+                info["seed"] = seed
         return info
 
     def _measured(self, result: ExecutionResult) -> dict[str, Any]:

@@ -108,6 +108,16 @@ def paired_gains(ctl: InnerLoopController, records: list[TrialRecord], start: in
             "design_iterations": float(counts[0]), "parent_iterations": float(counts[1])}
 
 
+def design_verdict(record: TrialRecord) -> str:
+    """A Level-2 record's verdict in words: ``kept``; ``retest`` (inconclusive: the same design is
+    tried again in the next cycle); ``reverted``; or the status of a design that did not run."""
+    if record.status is Status.KEEP:
+        return "kept"
+    if (record.info.get("decision") or {}).get("verdict") == "retest":
+        return "retest"
+    return "reverted" if record.status is Status.DISCARD else record.status.value
+
+
 class GainOverParent(Evaluator):
     """Score of an outer candidate: its gain per iteration minus its parent's (the two arms of a paired
     trial, or its cycle against the cycle before)."""

@@ -86,9 +86,10 @@ class Measurements:
         follows = last.cycle == cycle or (self.cycles is not None and last.cycle == cycle - 1)
         if verdict == "retest" and follows and last.proposal is not None:
             first = self._first.get(last.info.get("config_key") or "", last)
+            where = "in the next cycle" if self.cycles is not None else "on another training seed"
             return Proposal(changes=dict(last.proposal.changes), payload=last.proposal.payload,
                             region=last.proposal.region, origin=REPLICATE,
-                            hypothesis=f"retest of iteration {first.iteration} on another training seed")
+                            hypothesis=f"retest of iteration {first.iteration} {where}")
         baseline = self.history[0]
         wanted = self.decider.baseline_replicates
         if wanted <= 0 or baseline.proposal is None or not baseline.proposal.is_baseline or not baseline.kept:

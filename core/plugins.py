@@ -58,9 +58,10 @@ class ExecContext:
 class Executor(ABC):
     """Turns a candidate into a result: trains, runs a pipeline, runs an inner cycle.
 
-    ``seeded``: the executor passes :attr:`ExecContext.seed` to the task (e.g. as ``BILEVEL_SEED``),
-    so a replicate on another seed is a new measurement. An executor that cannot (the default) is
-    never asked for replicates, and the noise-aware rule is then strict improvement.
+    ``seeded``: a replicate is a new measurement of the same candidate — the executor passes
+    :attr:`ExecContext.seed` to the task (e.g. as ``BILEVEL_SEED``), or, for Level 2's cycle trials,
+    runs it in another cycle on other draws. An executor that cannot (the default) is never asked
+    for replicates, and the noise-aware rule is then strict improvement.
     """
 
     seeded: bool = False
@@ -110,7 +111,8 @@ class Evidence:
     """What a keep/discard decision rests on. ``candidate`` / ``incumbent``: every score measured for
     that configuration (one per training seed, this trial's last); ``noise``: the pooled standard
     deviation of scores across seeds of the same configuration (``None``: not measured yet);
-    ``can_retest``: another seed may still be measured for the candidate in this cycle's budget."""
+    ``can_retest``: the candidate may still be measured again: on another seed in this cycle's
+    budget, or (Level 2, one iteration a cycle) in the next cycle, while the run has one."""
 
     candidate: tuple[float, ...]
     incumbent: tuple[float, ...]

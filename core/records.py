@@ -209,7 +209,8 @@ class TrialRecord(Frozen):
     @property
     def origin_iteration(self) -> int:
         """The iteration whose proposal this record measured: a retest's is the first measurement's
-        (``info["replicate_of"]``; a retest follows its near-tie in the same cycle), anyone else's its own."""
+        (``info["replicate_of"]``; at Level 1 a retest follows its near-tie in the same cycle, at Level 2
+        in the next), anyone else's its own."""
         origin = self.info.get("replicate_of") if self.proposal is not None and self.proposal.is_replicate else None
         return origin if isinstance(origin, int) and not isinstance(origin, bool) else self.iteration
 

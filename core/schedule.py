@@ -3,7 +3,8 @@
 For ``outer_cycles`` cycles of ``inner_budget`` Level-1 iterations per loop, after one baseline each::
 
     cycle 0:      [L2 baseline = the cycle with the parent set]  inner cycle 0  [L1.5 patch]
-    cycle c ≥ 1:  [L2 step: design → load → install → inner cycle c → keep/revert]
+    cycle c ≥ 1:  [L2 step: design → load → install → inner cycle c → keep/revert/retest]
+                  (retest: an inconclusive design of cycle c-1 runs again — no designer call)
                   [L1.5 verdict on the patch that governed cycle c]  [L1.5 patch]
 
 Both outer levels are scored by the cycle they govern, kept or reverted by a pluggable decider
@@ -11,8 +12,8 @@ Both outer levels are scored by the cycle they govern, kept or reverted by a plu
 against the cycle before (:func:`core.level2.cycle_gain`); a Level-2 design, where the domain's
 installer can split a cycle (train_opt, script_opt), by a paired trial inside its cycle — in each
 pair of iterations it steers one and its parent set the other (:func:`core.level2.paired_gains`),
-against a noise margin over an arm's iterations — else (article_opt) by its cycle against the cycle
-before. A level that is off does nothing at its slot, so every group of an
+against a noise margin over an arm's iterations, an inconclusive trial retested in the next cycle
+under the noise-aware rule — else (article_opt) by its cycle against the cycle before. A level that is off does nothing at its slot, so every group of an
 ablation counts trials the same way. All state — histories, incumbents, the configuration in force,
 installed plug-ins — lives in the journal; :meth:`BilevelRun.resume` rebuilds it and runs only what is
 missing. A budget, a provider outage or the wall-time limit stops the run cleanly (``stopped`` in

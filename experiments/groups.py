@@ -28,7 +28,7 @@ from domains.train_opt.session import Level, TrainSession, TrainSettings, make_s
 
 RESULT_KEYS = ("group", "repeat", "seed", "run_dir", "levels", "provider", "model", "baseline", "best", "delta",
                "endpoint", "iterations", "counts", "usage", "wall_s", "trace", "mechanisms", "settings", "finished_at")
-MECHANISM_KEYS = ("cycle", "region", "verdict", "score", "parent_score", "name", "hook_calls", "hook_effects")
+MECHANISM_KEYS = ("cycle", "region", "verdict", "retest_of", "score", "parent_score", "name", "hook_calls", "hook_effects")
 NO_LLM = "none"
 
 

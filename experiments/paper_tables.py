@@ -107,19 +107,21 @@ def mechanism_table(analysis: Analysis) -> str:
             continue
         found = report.mechanism_rows(s)
         for m in found:
-            rows.append([g, rf"\texttt{{{latex_escape(m['region'])}}}", str(m["generated"]), str(m["kept"]),
+            rows.append([g, rf"\texttt{{{latex_escape(m['region'])}}}", str(m["generated"]), str(m["retested"]), str(m["kept"]),
                          str(m["reverted"]), str(m["other"]), str(m["calls"]), str(m["effects"]),
                          f"{m['repeats']}/{len(s.rows)}"])
         if not found:
-            rows.append([g, "(none generated)", "0", "0", "0", "0", "0", "0", f"0/{len(s.rows)}"])
+            rows.append([g, "(none generated)", "0", "0", "0", "0", "0", "0", "0", f"0/{len(s.rows)}"])
     if not rows:
-        rows = [["--", "(groups C and D not in this ablation)", "--", "--", "--", "--", "--", "--", "--"]]
+        rows = [["--", "(groups C and D not in this ablation)", "--", "--", "--", "--", "--", "--", "--", "--"]]
     caption = (r"Mechanisms designed by the outer loop, by region (a library template, or the hash of custom "
-               r"code), summed over the repeats of each group. Failed: crashed, failed to load or timed out. Hook calls are counted by the "
+               r"code), summed over the repeats of each group. Retested: designs whose first paired trial was "
+               r"inconclusive and that were tried again in the next cycle; kept, reverted and failed count each "
+               r"design's last verdict. Failed: crashed, failed to load or timed out. Hook calls are counted by the "
                r"controller in each run's journal; effects: the calls that changed what happened (a filter "
                r"rejected or rewrote, a propose hook supplied the candidate, a decide hook overrode, guidance changed "
                r"what the proposer was told). Repeats: repeats in which the design was generated.")
-    return _tabular("llrrrrrrr", ["Group", "Design", "generated", "kept", "reverted", "failed", "hook calls",
+    return _tabular("llrrrrrrrr", ["Group", "Design", "generated", "retested", "kept", "reverted", "failed", "hook calls",
                                   "effects", "repeats"], rows, caption, "tab:mechanisms")
 
 

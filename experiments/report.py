@@ -229,12 +229,17 @@ def mechanism_rows(summary: GroupSummary) -> list[dict[str, Any]]:
     for row in summary.rows:
         for m in row.get("mechanisms") or ():
             region = str(m.get("region") or m.get("name") or "?")
-            entry = acc.setdefault(region, {"region": region, "generated": 0, "kept": 0, "reverted": 0, "other": 0,
-                                            "hook_calls": Counter(), "hook_effects": Counter(), "repeats": set(),
-                                            "uncalled_kept": 0})
-            entry["generated"] += 1
+            entry = acc.setdefault(region, {"region": region, "generated": 0, "retested": 0, "kept": 0, "reverted": 0,
+                                            "other": 0, "hook_calls": Counter(), "hook_effects": Counter(),
+                                            "repeats": set(), "uncalled_kept": 0})
+            # a retest is the same design tried again in the next cycle: one design, judged by its last trial
+            if m.get("retest_of") is None:
+                entry["generated"] += 1
             verdict = m.get("verdict")
-            entry[verdict if verdict in ("kept", "reverted") else "other"] += 1
+            if verdict == "retest":
+                entry["retested"] += 1
+            else:
+                entry[verdict if verdict in ("kept", "reverted") else "other"] += 1
             calls = Counter({h: int(c) for h, c in (m.get("hook_calls") or {}).items()})
             entry["hook_calls"].update(calls)
             entry["hook_effects"].update({h: int(c) for h, c in (m.get("hook_effects") or {}).items()})
@@ -598,18 +603,20 @@ def render(analysis: Analysis, title: str, n_rows: int) -> str:
                   "the group's repeats. Hook calls are counted by the controller in the journal, so a mechanism "
                   "that was loaded but never called shows 0; *effects* are the calls that changed what happened "
                   "(a filter rejected or rewrote, a propose hook supplied the candidate, a decide hook overrode, "
-                  "guidance changed what the proposer was told). *Failed*: the design crashed, failed to load or timed out.", ""]
+                  "guidance changed what the proposer was told). *Retested*: designs whose first trial was inconclusive "
+                  "and that were tried again in the next cycle; kept, reverted and failed count each design's last "
+                  "verdict. *Failed*: the design crashed, failed to load or timed out.", ""]
         mech = []
         uncalled = 0
         for g, s in mech_groups:
             for m in mechanism_rows(s):
                 uncalled += m["uncalled_kept"]
                 hooks = ", ".join(f"{h}={c} ({m['hook_effects'].get(h, 0)})" for h, c in m["hook_calls"].items()) or "0"
-                mech.append([g, f"`{m['region']}`", m["generated"], m["kept"], m["reverted"], m["other"], m["calls"],
+                mech.append([g, f"`{m['region']}`", m["generated"], m["retested"], m["kept"], m["reverted"], m["other"], m["calls"],
                              m["effects"], hooks, f"{m['repeats']}/{len(s.rows)}"])
             if not mechanism_rows(s):
-                mech.append([g, "(none generated)", 0, 0, 0, 0, 0, 0, "–", f"0/{len(s.rows)}"])
-        lines += _table(["group", "design", "generated", "kept", "reverted", "failed", "hook calls", "effects",
+                mech.append([g, "(none generated)", 0, 0, 0, 0, 0, 0, 0, "–", f"0/{len(s.rows)}"])
+        lines += _table(["group", "design", "generated", "retested", "kept", "reverted", "failed", "hook calls", "effects",
                          "by hook (effects)", "repeats"], mech)
         if uncalled:
             lines += ["", f"**{uncalled} kept mechanism(s) received no hook call** — a loaded mechanism that is "

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from core.cli import DECISION_OPTIONS, DomainCli, Opt, console, make_app
 from core.errors import UserError
+from core.level2 import design_verdict
 from core.plugins import outcome
 from core.records import Status, TrialRecord
 
@@ -50,7 +51,9 @@ def record_line(loop: str, record: TrialRecord) -> str:
     if loop == "mechanism":
         what = "parent mechanism set" if record.proposal is None or record.proposal.is_baseline else record.proposal.region
         note = f" [dim]({escape(record.error[:90])})[/dim]" if record.error else ""
-        return (f"[bold]L2[/bold]  c{record.cycle} {escape(what):<30} [{style}]{record.status.value}[/{style}] "
+        verdict = design_verdict(record)
+        verdict = "inconclusive: retest next cycle" if verdict == "retest" else verdict
+        return (f"[bold]L2[/bold]  c{record.cycle} {escape(what):<30} [{style}]{verdict}[/{style}] "
                 f"gain/iteration {record.metrics.get('gain', 0.0):.6g}{note}")
     change = ", ".join(f"{k}={v!r}" for k, v in (record.proposal.changes if record.proposal else {}).items())
     change = change or ("baseline" if record.proposal and record.proposal.is_baseline else "-")

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.cli import DECISION_OPTIONS, DomainCli, Opt, console, make_app
+from core.level2 import design_verdict
 from core.plugins import outcome
 from core.records import Status, TrialRecord
 
@@ -41,7 +42,8 @@ def record_line(loop: str, record: TrialRecord) -> str:
     style = _STYLE.get(record.status, "white")
     if loop == "mechanism":
         what = "parent mechanism set" if record.proposal is None or record.proposal.is_baseline else record.proposal.region
-        verdict = {Status.KEEP: "kept", Status.DISCARD: "reverted"}.get(record.status, record.status.value)
+        verdict = design_verdict(record)
+        verdict = "inconclusive: retest next cycle" if verdict == "retest" else verdict
         gain = record.metrics.get("gain")
         note = f" [dim]({escape(record.error[:90])})[/dim]" if record.error else ""
         return (f"[bold]L2[/bold]  c{record.cycle} {escape(what):<30} [{style}]{verdict}[/{style}] "

@@ -15,6 +15,7 @@ from string import Template
 from typing import Any
 
 from core.host import MAX_CHANGES, MAX_STR
+from core.level2 import design_verdict
 from core.policy import DEFAULT_ALLOWED
 from core.records import ProposalContext, Status, TrialRecord
 
@@ -62,9 +63,12 @@ def design_name(record: TrialRecord) -> str:
 
 
 def verdict(record: TrialRecord) -> str:
-    if record.status is Status.KEEP:
+    said = design_verdict(record)
+    if said == "kept":
         return "kept"
-    if record.status is Status.DISCARD:
+    if said == "retest":
+        return "inconclusive (within the noise either way): tried again in the next cycle"
+    if said == "reverted":
         return "reverted (its iterations gained no more than its parent's, beyond the noise)"
     return f"failed ({record.status.value})"
 

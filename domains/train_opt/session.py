@@ -24,7 +24,7 @@ from pydantic import Field
 from core.domain import ConfigLevel, Domain, Level2Parts, RunContext
 from core.errors import UserError
 from core.inner_loop import InnerLoopController, hook_call_totals, hook_effect_totals
-from core.level2 import MechanismInstaller
+from core.level2 import MechanismInstaller, design_verdict
 from core.llm_client import UsageLedger, make_client
 from core.mechanisms import space_param
 from core.plugins import MetricEvaluator, pooled_noise, waste_counts
@@ -242,7 +242,7 @@ def summarize(run: RunDir, ledger: UsageLedger | None = None) -> dict[str, Any]:
         name = record.info.get("mechanism")
         mechanisms.append({
             "iteration": record.iteration, "cycle": record.cycle, "region": record.proposal.region,
-            "verdict": "kept" if record.status is Status.KEEP else ("reverted" if record.status is Status.DISCARD else record.status.value),
+            "verdict": design_verdict(record), "retest_of": record.info.get("replicate_of") if record.proposal.is_replicate else None,
             "score": record.metrics.get("gain"), "parent_score": record.metrics.get("parent_gain"),
             "error": record.error, "name": name, "hook_calls": totals.get(name, {}) if name else {},
             "hook_effects": effects.get(name, {}) if name else {},

@@ -100,7 +100,8 @@ def test_an_inconclusive_design_is_tried_again_in_the_next_cycle_without_asking_
     assert first.info["decision"]["verdict"] == "retest" and first.status.value == "discard"
     assert len(designer.contexts) == 1  # the retest is the controller's: the designer was asked once
     assert retest.cycle == 2 and retest.proposal.is_replicate and retest.proposal.payload == IDLE
-    assert retest.info["replicate_of"] == first.iteration
+    assert retest.info["replicate_of"] == first.iteration and "seed" not in retest.info  # the next cycle's draws
+    assert retest.proposal.hypothesis == f"retest of iteration {first.iteration} in the next cycle"
     assert retest.info["decision"]["trials"] == 2 and retest.info["decision"]["verdict"] == "discard"
     assert not [a for a in inner.mechanisms if a.name.startswith("idle")]  # reverted after its last trial
     reasons = _detached(path)

@@ -122,17 +122,18 @@ def test_every_number_in_the_mechanism_table_matches_the_results_file(generated:
         for row in by_group[group]:
             for m in row["mechanisms"]:
                 key = (group, m["region"])
-                verdict = m["verdict"] if m["verdict"] in ("kept", "reverted") else "failed"
-                expected[key].update({"generated": 1, verdict: 1, "calls": sum(m["hook_calls"].values()),
+                verdict = m["verdict"] if m["verdict"] in ("kept", "reverted", "retest") else "failed"
+                expected[key].update({"generated": int(m.get("retest_of") is None), verdict: 1,
+                                      "calls": sum(m["hook_calls"].values()),
                                       "effects": sum((m.get("hook_effects") or {}).values())})
                 repeats[key].add(row["repeat"])
     seen = set()
-    for group, design, generated_, kept, reverted, failed, calls, effects, reps in rows:
+    for group, design, generated_, retested, kept, reverted, failed, calls, effects, reps in rows:
         key = (group, design.removeprefix(r"\texttt{").removesuffix("}"))
         seen.add(key)
         e = expected[key]
-        assert [int(generated_), int(kept), int(reverted), int(failed), int(calls), int(effects)] == \
-            [e["generated"], e["kept"], e["reverted"], e["failed"], e["calls"], e["effects"]], key
+        assert [int(generated_), int(retested), int(kept), int(reverted), int(failed), int(calls), int(effects)] == \
+            [e["generated"], e["retest"], e["kept"], e["reverted"], e["failed"], e["calls"], e["effects"]], key
         assert reps == f"{len(repeats[key])}/{len(by_group[group])}"
     assert seen == set(expected)
     assert not re.findall(r"\d", rest)

@@ -34,7 +34,13 @@ def _mechanisms(group: str, repeat: int) -> list[dict]:
                 "name": f"bandit_{repeat}", "hook_calls": {"propose": 1, "observe": 2, "guidance": 2}}
     crashed = {"cycle": 2, "region": "custom:0a1b2c3d4e", "verdict": "crash", "score": None, "parent_score": -0.01,
                "name": None, "hook_calls": {}}
-    return [kept, reverted] + ([crashed] if group == "C" and repeat == 0 else [])
+    # D's first repeat: an inconclusive surrogate, tried again in the next cycle and kept then
+    inconclusive = {"cycle": 1, "region": "template:surrogate", "verdict": "retest", "retest_of": None, "score": 0.0,
+                    "parent_score": 0.0, "name": "surrogate#1", "hook_calls": {"propose": 2}}
+    retest = {"cycle": 2, "region": "template:surrogate", "verdict": "kept", "retest_of": 1, "score": 0.02,
+              "parent_score": 0.0, "name": "surrogate#2", "hook_calls": {"propose": 3}}
+    return [kept, reverted] + ([crashed] if group == "C" and repeat == 0 else []) + \
+        ([inconclusive, retest] if group == "D" and repeat == 0 else [])
 
 
 def make_row(group: str, repeat: int, delta: float) -> dict:
@@ -125,9 +131,13 @@ def test_report_counts_mechanisms_and_their_hook_calls_for_level2_groups(written
     rows = [line for line in section.splitlines() if line.startswith("| C |") or line.startswith("| D |")]
     tabu_c = next(r for r in rows if r.startswith("| C |") and "template:tabu" in r)
     cells = [c.strip() for c in tabu_c.strip("|").split("|")]
-    assert cells[2:7] == ["3", "3", "0", "0", "12"]  # generated, kept, reverted, failed, hook calls (3 × 4)
-    assert cells[7] == "0"  # the rows record no effects: a call is not an effect
-    assert cells[8] == "filter=6 (0), observe=6 (0)"
+    assert cells[2:8] == ["3", "0", "3", "0", "0", "12"]  # generated, retested, kept, reverted, failed, hook calls
+    assert cells[8] == "0"  # the rows record no effects: a call is not an effect
+    assert cells[9] == "filter=6 (0), observe=6 (0)"
+    # a design retested in the next cycle is one design, counted by its last verdict
+    surrogate = next(r for r in rows if r.startswith("| D |") and "template:surrogate" in r)
+    cells = [c.strip() for c in surrogate.strip("|").split("|")]
+    assert cells[2:8] == ["1", "1", "1", "0", "0", "5"]
     assert any("custom:0a1b2c3d4e" in r and r.startswith("| C |") for r in rows)
     assert not any("custom:" in r for r in rows if r.startswith("| D |"))
 

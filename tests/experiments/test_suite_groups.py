@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.state import RunDir
 from domains.train_opt import target as tgt
+from domains.train_opt.session import summarize
 from experiments.suite import TARGETS, space_for, true_value
 from experiments.suite.groups import materialize, run_group
 
@@ -93,4 +95,10 @@ def test_on_the_suite_an_inconclusive_design_is_retested_in_the_next_cycle_and_j
             assert then["proposal"]["payload"] == first["proposal"]["payload"]
             assert then["info"]["decision"]["trials"] == 2
         assert designs[-1]["info"]["decision"]["verdict"] != "retest"  # no cycle after the last
+        with RunDir.open(run_dir) as run:  # the summary (reports, the paper's tables) counts one design
+            summary = summarize(run)["mechanisms"]
+        for first, then in zip(summary, summary[1:], strict=False):
+            if first["verdict"] == "retest":
+                assert first["retest_of"] is None and then["retest_of"] == first["iteration"]
+                assert then["verdict"] in ("kept", "reverted")
     assert retests >= 1
