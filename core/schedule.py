@@ -13,10 +13,10 @@ against the cycle before (:func:`core.level2.cycle_gain`); a Level-2 design, whe
 installer can split a cycle (train_opt, script_opt), by a paired trial inside its cycle — in each
 pair of iterations it steers one and its parent set the other (:func:`core.level2.paired_gains`),
 against a noise margin over an arm's iterations, an inconclusive trial retested in the next cycle
-under the noise-aware rule — else (article_opt) by its cycle against the cycle before. A level that is off does nothing at its slot, so every group of an
-ablation counts trials the same way. All state — histories, incumbents, the configuration in force,
-installed plug-ins — lives in the journal; :meth:`BilevelRun.resume` rebuilds it and runs only what is
-missing. A budget, a provider outage or the wall-time limit stops the run cleanly (``stopped`` in
+under the noise-aware rule — else (article_opt) by its cycle against the cycle before. A level that
+is off does nothing at its slot, so every group of an ablation counts trials the same way. All
+state — histories, incumbents, the configuration in force, installed plug-ins — lives in the
+journal; :meth:`BilevelRun.resume` rebuilds it and runs only what is missing. A budget, a provider outage or the wall-time limit stops the run cleanly (``stopped`` in
 the summary); ``resume`` continues it, and may raise those limits (:data:`core.settings.RESUME_OVERRIDES`).
 
 With ``parallel`` K > 1 (or a GPU list, a thread budget, the Ray executor) every Level-1 loop runs its
