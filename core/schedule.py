@@ -142,7 +142,7 @@ class BilevelRun:
         self.level2 = InnerLoopController(
             run=self.rundir, loop=LOOP, direction="maximize", seed=self.settings.seed,
             proposer=parts.designer, evaluator=GainOverParent(), decider=decider,
-            executor=CycleTrialExecutor(loader=loader, installer=parts.installer, run_cycle=self._inner_cycle,
+            executor=CycleTrialExecutor(loader=loader, installer=parts.installer, run_cycle=self._trial_cycle,
                                         gain=self.cycle_gain),
             hook_timeout_s=self.settings.hook_timeout_s, max_provider_failures=self.settings.max_provider_failures,
             cycles=self.settings.outer_cycles,
@@ -222,6 +222,14 @@ class BilevelRun:
         for ctl in self.loops.values():
             ctl.run_cycle(cycle, self.settings.inner_budget, deadline=self._deadline,
                           on_record=lambda r, loop=ctl.loop: self._notify(loop, r))
+
+    def _trial_cycle(self, cycle: int) -> None:
+        """The inner cycle a Level-2 record is measured on. Cut short by the wall-time limit, it is not
+        judged on the part that ran: the run stops with the design's iteration unrecorded, and
+        ``resume`` finishes the cycle under the same design (same arms) and judges it then."""
+        self._inner_cycle(cycle)
+        if not self._cycle_done(cycle):
+            raise RunStopped("wall-time limit reached")
 
     def _cycle_done(self, cycle: int) -> bool:
         return all(ctl.completed(cycle) >= self.settings.inner_budget for ctl in self.loops.values())

@@ -147,3 +147,56 @@ def test_level_2_retests_an_inconclusive_paired_trial_only_under_the_noise_aware
         assert session.level2.cycles == 3  # a retest takes the next cycle, while the run has one
     finally:
         session.close()
+
+
+class _Clock:
+    """``time`` for core.schedule and core.inner_loop: monotonic() reads ``now`` (the wall-time limit
+    is then a matter of records, not of the machine's speed)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+# the limit passes after `cut_after` iterations of cycle 0 (Level 2's baseline: the parent set's
+# cycle) or of cycle 1 (the first design's trial)
+@pytest.mark.parametrize(("cycle", "cut_after"), [(0, 2), (1, 1), (1, 3)])
+def test_a_level_2_trial_cut_short_by_the_wall_time_limit_is_judged_only_after_resume_finishes_its_cycle(
+        project, tmp_path, monkeypatch, cycle, cut_after):
+    import core.inner_loop
+    import core.schedule
+
+    clock = _Clock()
+    monkeypatch.setattr(core.schedule, "time", clock)
+    monkeypatch.setattr(core.inner_loop, "time", clock)
+    run = tmp_path / "r"
+    session = ScriptSession.start(settings(project, inner_budget=4, outer_cycles=3, levels=("1", "2"), wall_time_s=100.0),
+                                  run)
+
+    def expire(loop: str, record: TrialRecord) -> None:
+        if loop != "mechanism" and record.cycle == cycle and len(session.inner.records(cycle)) == cut_after:
+            clock.now = 1_000.0  # past the limit: the inner loop stops before its next iteration
+
+    session.on_record = expire
+    try:
+        summary = session.run()
+        judged = [r for r in session.level2.history if r.cycle == cycle]
+    finally:
+        session.close()
+    assert summary["stopped"] == "wall-time limit reached" and not summary["complete"]
+    assert judged == []  # not judged on the part of the cycle that ran
+    clock.now = 0.0
+    again = ScriptSession.resume(run, {"wall_time_s": 100.0})
+    try:
+        summary = again.run()
+        (record,) = [r for r in again.level2.history if r.cycle == cycle]
+    finally:
+        again.close()
+    assert summary["complete"]
+    assert len(again.inner.records(cycle)) == 4  # the cycle finished under the same design, nothing run twice
+    if cycle == 0:  # the parent set's cycle: its gain is the whole cycle's
+        assert record.proposal.is_baseline and record.metrics["gain"] == cycle_gain([again.inner], 0)
+    elif record.status is not Status.CRASH:
+        assert record.metrics["design_iterations"] + record.metrics["parent_iterations"] == 4
