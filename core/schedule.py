@@ -26,6 +26,7 @@ cycles in batches of K trials on one shared pool (:mod:`core.batch`, :mod:`core.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -178,18 +179,21 @@ class BilevelRun:
     def resume(cls, run_dir: Path, overrides: dict[str, Any] | None = None) -> BilevelRun:
         """Reopen a run. ``overrides`` (``None`` values ignored) may raise the limits a stopped run
         hit, rewriting ``settings.json`` atomically and journaling ``settings_changed``."""
-        run = RunDir.open(run_dir)
+        # everything that can refuse the folder is checked before it is opened: opening takes its lock
+        # and trims a torn last journal line, which a folder that is not this domain's run must not see
+        path = RunDir.check(run_dir)
         try:
-            try:
-                data = run.read_json("settings.json")
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{run.path} does not hold a run of {cls.domain_cls.name} (settings.json unreadable: "
-                                f"{exc}); pass the folder a {cls.domain_cls.name} run printed") from None
-            try:
-                settings = validate(cls.domain_cls.Settings, data)
-            except ConfigError as exc:
-                raise UserError(f"{run.path} does not hold a run of {cls.domain_cls.name} ({exc}); pass the folder a "
-                                f"{cls.domain_cls.name} run printed") from None
+            data = json.loads((path / "settings.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path} does not hold a run of {cls.domain_cls.name} (settings.json unreadable: "
+                            f"{exc}); pass the folder a {cls.domain_cls.name} run printed") from None
+        try:
+            settings = validate(cls.domain_cls.Settings, data)
+        except ConfigError as exc:
+            raise UserError(f"{path} does not hold a run of {cls.domain_cls.name} ({exc}); pass the folder a "
+                            f"{cls.domain_cls.name} run printed") from None
+        run = RunDir.open(path)
+        try:
             settings, changes = with_overrides(settings, {k: v for k, v in (overrides or {}).items() if v is not None})
             if changes:
                 run.write_json("settings.json", settings.model_dump(mode="json"))

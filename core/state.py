@@ -224,16 +224,25 @@ class RunDir:
             raise RunDirError(f"run directory {path} is not writable; choose a writable --run-dir")
         return cls(path, fsync=fsync)
 
-    @classmethod
-    def open(cls, path: Path, *, fsync: bool = True) -> RunDir:
+    @staticmethod
+    def check(path: Path, *, expect: tuple[str, ...] = ()) -> Path:
+        """Raise :class:`RunDirError` unless ``path`` is a folder with a readable journal and the
+        files named in ``expect``; nothing is written (no lock, no repair of the journal)."""
         path = Path(path)
         if not path.is_dir():
             raise RunDirError(f"{path} is not a run directory (it does not exist); pass the folder a run printed")
-        if not (path / JOURNAL_NAME).is_file():
-            raise RunDirError(f"{path} has no {JOURNAL_NAME}; pass the folder a run printed")
+        for name in (JOURNAL_NAME, *expect):
+            if not (path / name).is_file():
+                raise RunDirError(f"{path} has no {name}; pass the folder a run printed")
         if not os.access(path / JOURNAL_NAME, os.R_OK):
             raise RunDirError(f"cannot read {path / JOURNAL_NAME}; check its permissions")
-        return cls(path, fsync=fsync)
+        return path
+
+    @classmethod
+    def open(cls, path: Path, *, fsync: bool = True, expect: tuple[str, ...] = ()) -> RunDir:
+        """Reopen a run directory (taking its lock, trimming a torn last journal line); ``expect``
+        names files a run of the caller's kind has, checked before anything is touched."""
+        return cls(cls.check(path, expect=expect), fsync=fsync)
 
     def _acquire_lock(self) -> None:
         try:

@@ -176,14 +176,14 @@ def _to_settings(values: dict[str, Any]) -> dict[str, Any]:
 def _write_report(run_path: Path) -> Path:
     from domains.article_opt.report import write_report
 
-    with RunDir.open(run_path) as run:
+    with RunDir.open(run_path, expect=("settings.json",)) as run:
         return write_report(run)
 
 
 def _show_report(run_dir: Path) -> None:
     from domains.article_opt.report import summarize, write_report
 
-    with RunDir.open(run_dir) as run:
+    with RunDir.open(run_dir, expect=("settings.json",)) as run:
         summary = summarize(run)
         if not summary["articles"]:
             raise UserError(f"{run_dir} holds no article_opt iterations; pass a folder an article_opt run printed")

@@ -7,6 +7,7 @@ and a line per trial.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,15 @@ def _write_report(run_path: Path) -> Path:
     from core.state import RunDir, atomic_write_text
     from domains.script_opt.session import summarize
 
-    with RunDir.open(run_path) as run:
-        summary = summarize(run, _make_settings()(**run.read_json("settings.json")))
+    # the settings are read before the folder is opened: a folder that is not a run is left untouched
+    path = RunDir.check(run_path, expect=("settings.json",))
+    try:
+        settings = _make_settings()(**json.loads((path / "settings.json").read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path} does not hold a script_opt run (settings.json: {str(exc).splitlines()[0]}); "
+                        "pass the folder a script_opt run printed") from None
+    with RunDir.open(path) as run:
+        summary = summarize(run, settings)
     original = next(run_path.glob("original_*"), None)
     best = run_path / f"best_{original.name[9:]}" if original else None
     lines = [f"# script_opt run report: {summary['metric']} ({summary['direction']})", "",

@@ -52,11 +52,8 @@ def _fmt(value: Any, digits: int = 6) -> str:
 
 
 def write_report(run_dir: Path) -> Path:
-    run = RunDir(Path(run_dir), lock=False)
-    if not run.journal.path.exists():
-        from core.errors import RunDirError
-
-        raise RunDirError(f"{run_dir} has no journal.jsonl; pass the folder a run printed")
+    # a folder that is not a run is refused before anything in it is touched
+    run = RunDir(RunDir.check(run_dir, expect=("settings.json",)), lock=False)
     summary = summarize(run)
     records = inner_records(run)
     png = plot(records, run.path / "val_bpb.png", f"train_opt — {run.path.name}")

@@ -200,3 +200,36 @@ def test_a_level_2_trial_cut_short_by_the_wall_time_limit_is_judged_only_after_r
         assert record.proposal.is_baseline and record.metrics["gain"] == cycle_gain([again.inner], 0)
     elif record.status is not Status.CRASH:
         assert record.metrics["design_iterations"] + record.metrics["parent_iterations"] == 4
+
+
+@pytest.mark.parametrize("settings_text", [None, "not json", '{"seed": "x"}'])
+def test_a_refused_resume_or_report_leaves_the_folder_as_it_was(tmp_path, settings_text):
+    # a folder with a journal (its last line torn) that is not a script_opt run: resume and report
+    # refuse it in one line, and neither trims the journal nor leaves a lock file behind
+    from typer.testing import CliRunner
+
+    from core.errors import BilevelError
+    from domains.script_opt.cli import app
+
+    folder = tmp_path / "not-a-run"
+    folder.mkdir()
+    journal = b'{"a": 1}\n{"b": 2}\nhello world'
+    (folder / "journal.jsonl").write_bytes(journal)
+    if settings_text is not None:
+        (folder / "settings.json").write_text(settings_text)
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(BilevelError) as info:
+        ScriptSession.resume(folder)
+    assert "\n" not in str(info.value)
+    apps = [app]
+    if settings_text is None:  # no settings.json: no domain's run, whichever domain is asked
+        from domains.article_opt.cli import app as article_app
+        from domains.train_opt.cli import app as train_app
+
+        apps += [train_app, article_app]
+    for cli in apps:
+        for args in (["resume", str(folder)], ["report", str(folder)]):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 2, (args, result.output)
+    assert (folder / "journal.jsonl").read_bytes() == journal
+    assert sorted(p.name for p in folder.iterdir()) == before
