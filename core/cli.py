@@ -214,8 +214,9 @@ def execute(spec: DomainCli, session: Any, *, header: str) -> dict[str, Any]:
     spec.show_summary(path, summary)
     console.print(f"report: {report}", markup=False)
     if summary.get("stopped"):
+        more = " --wall-time SECONDS" if "wall-time" in str(summary["stopped"]) else ""  # else the same limit applies again
         console.print(f"[yellow]stopped:[/yellow] {escape(str(summary['stopped']))} — resume with: "
-                      f"python -m domains.{spec.name}.cli resume {escape(str(path))}", soft_wrap=True)
+                      f"python -m domains.{spec.name}.cli resume {escape(str(path))}{more}", soft_wrap=True)
         raise typer.Exit(EXIT_STOPPED)
     return summary
 

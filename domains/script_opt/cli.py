@@ -50,18 +50,22 @@ def _to_settings(values: dict[str, Any]) -> dict[str, Any]:
 def record_line(loop: str, record: TrialRecord) -> str:
     style = _STYLE.get(record.status, "red")
     if loop == "mechanism":
-        what = "parent mechanism set" if record.proposal is None or record.proposal.is_baseline else record.proposal.region
+        baseline = record.proposal is None or record.proposal.is_baseline
+        what = "parent mechanism set" if baseline else record.proposal.region
         note = f" [dim]({escape(record.error[:90])})[/dim]" if record.error else ""
-        verdict = design_verdict(record)
+        verdict = "baseline" if baseline else design_verdict(record)
         verdict = "inconclusive: retest next cycle" if verdict == "retest" else verdict
+        shown = f"{record.metrics.get('gain', 0.0):.6g}"
+        if not baseline and record.metrics.get("parent_gain") is not None:  # the two numbers the verdict compared
+            shown += f" vs its parent's {record.metrics['parent_gain']:.6g}"
         return (f"[bold]L2[/bold]  c{record.cycle} {escape(what):<30} [{style}]{verdict}[/{style}] "
-                f"gain/iteration {record.metrics.get('gain', 0.0):.6g}{note}")
+                f"gain/iteration {shown}{note}")
     change = ", ".join(f"{k}={v!r}" for k, v in (record.proposal.changes if record.proposal else {}).items())
     change = change or ("baseline" if record.proposal and record.proposal.is_baseline else "-")
     score = f"{record.score:.6g}" if record.score is not None else "-"
     note = f" [dim]({escape(record.error[:70])})[/dim]" if record.error and record.status is not Status.KEEP else ""
     return (f"[bold]#{record.iteration:>3}[/bold] c{record.cycle} {escape(change):<36} {score:>12} "
-            f"[{style}]{outcome(record):<8}[/{style}] best {record.best_after}{note}")
+            f"[{style}]{outcome(record):<8}[/{style}] best {'-' if record.best_after is None else f'{record.best_after:.6g}'}{note}")
 
 
 def event_line(event: dict[str, Any]) -> str | None:
@@ -107,8 +111,11 @@ def _write_report(run_path: Path) -> Path:
     lines += [f"- patch after cycle {v['cycle']}: {'kept' if v['kept'] else 'reverted'} (score {v['score']})"
               for v in summary["config_verdicts"]] or ["(none)"]
     lines += ["", "## Level 2 mechanisms", ""]
-    lines += [f"- cycle {m['cycle']}: {m['region']} {m['status']} (gain {m['gain']} vs {m['parent_gain']}; "
-              f"hook calls {m['hook_calls']})" for m in summary["mechanisms"]] or ["(none)"]
+    lines += [f"- cycle {m['cycle']}: {m['region']}{' (retest)' if m['retest_of'] is not None else ''} "
+              f"{'inconclusive: retested next cycle' if m['verdict'] == 'retest' else m['verdict']} "
+              f"(its gain {m['gain']} vs its parent's {m['parent_gain']}"
+              + (f"; {m['reason']}" if m["reason"] else "") + f"; hook calls {m['hook_calls']})"
+              for m in summary["mechanisms"]] or ["(none)"]
     if original and best and best.is_file():
         patch = editable.diff(original.read_text(encoding="utf-8"), best.read_text(encoding="utf-8"), original.name[9:])
         lines += ["", "## Best vs. original", "", "```diff", patch.rstrip() or "(unchanged)", "```"]

@@ -23,7 +23,7 @@ from core import editable
 from core.domain import Domain, Level2Parts, RunContext
 from core.errors import UserError
 from core.inner_loop import InnerLoopController, hook_call_totals
-from core.level2 import MechanismInstaller
+from core.level2 import MechanismInstaller, design_verdict
 from core.llm_client import make_client
 from core.plugins import MetricEvaluator
 from core.records import Status, TrialRecord
@@ -168,6 +168,8 @@ def summarize(run: RunDir, settings: ScriptSettings) -> dict[str, Any]:
         "iterations": len(search), "counts": {s.value: sum(r.status is s for r in search) for s in Status},
         "config_verdicts": [{k: e[k] for k in ("cycle", "kept", "score")} for e in run.journal.events("level15_verdict")],
         "mechanisms": [{"cycle": r.cycle, "region": r.proposal.region, "status": r.status.value,
+                        "verdict": design_verdict(r), "reason": (r.info.get("decision") or {}).get("reason", ""),
+                        "retest_of": r.info.get("replicate_of") if r.proposal.is_replicate else None,
                         "gain": r.metrics.get("gain"), "parent_gain": r.metrics.get("parent_gain"),
                         "hook_calls": totals.get(r.info.get("mechanism", ""), {})}
                        for r in level2 if r.proposal is not None and not r.proposal.is_baseline],

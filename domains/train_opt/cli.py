@@ -41,13 +41,17 @@ def _to_settings(values: dict[str, Any]) -> dict[str, Any]:
 def record_line(loop: str, record: TrialRecord) -> str:
     style = _STYLE.get(record.status, "white")
     if loop == "mechanism":
-        what = "parent mechanism set" if record.proposal is None or record.proposal.is_baseline else record.proposal.region
-        verdict = design_verdict(record)
+        baseline = record.proposal is None or record.proposal.is_baseline
+        what = "parent mechanism set" if baseline else record.proposal.region
+        verdict = "baseline" if baseline else design_verdict(record)
         verdict = "inconclusive: retest next cycle" if verdict == "retest" else verdict
-        gain = record.metrics.get("gain")
+        gain, parent = record.metrics.get("gain"), record.metrics.get("parent_gain")
+        shown = "-" if gain is None else f"{gain:.6f}"
+        if not baseline and parent is not None:  # the two numbers the verdict compared
+            shown += f" vs its parent's {parent:.6f}"
         note = f" [dim]({escape(record.error[:90])})[/dim]" if record.error else ""
         return (f"[bold]L2[/bold]  c{record.cycle} {escape(what):<30} [{style}]{verdict}[/{style}] "
-                f"gain/iteration {'-' if gain is None else f'{gain:.6f}'}{note}")
+                f"gain/iteration {shown}{note}")
     change = ", ".join(f"{k}={v!r}" for k, v in (record.proposal.changes if record.proposal else {}).items())
     change = change or ("baseline" if record.proposal and record.proposal.is_baseline else "-")
     score = f"{record.score:.6f}" if record.score is not None else "   -    "
