@@ -40,7 +40,7 @@ from typing import Any
 from core.errors import MechanismError
 from core.inner_loop import InnerLoopController, hook_call_totals
 from core.loader import LoadContract, LoadedMechanism, MechanismLoader
-from core.plugins import Decider, Evaluator, Evidence, ExecContext, Executor, Verdict
+from core.plugins import Decider, Evaluator, Evidence, ExecContext, Executor, Verdict, outcome
 from core.records import (
     EvalInput,
     Evaluation,
@@ -113,9 +113,17 @@ def design_verdict(record: TrialRecord) -> str:
     tried again in the next cycle); ``reverted``; or the status of a design that did not run."""
     if record.status is Status.KEEP:
         return "kept"
-    if (record.info.get("decision") or {}).get("verdict") == "retest":
+    if outcome(record) == "retest":
         return "retest"
     return "reverted" if record.status is Status.DISCARD else record.status.value
+
+
+def design_line_verdict(record: TrialRecord) -> str:
+    """A Level-2 record's verdict as a progress line shows it (the parent set's cycle: ``baseline``)."""
+    if record.proposal is None or record.proposal.is_baseline:
+        return "baseline"
+    said = design_verdict(record)
+    return "inconclusive: retest next cycle" if said == "retest" else said
 
 
 class GainOverParent(Evaluator):
@@ -256,7 +264,7 @@ class MechanismInstaller(Installer):
     def remove(self, name: str, loaded: LoadedMechanism, record: TrialRecord) -> None:
         self._starts.pop(name, None)
         gains = f"gain {record.metrics.get('gain')} against its parent's {record.metrics.get('parent_gain')}"
-        if (record.info.get("decision") or {}).get("verdict") == "retest":
+        if design_verdict(record) == "retest":
             why = f"inconclusive ({gains}): loaded again for a retest in the next cycle"
         else:
             why = f"reverted: {record.status.value} ({gains})"

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from core.cli import DECISION_OPTIONS, DomainCli, Opt, console, make_app
 from core.errors import UserError
-from core.level2 import design_verdict
+from core.level2 import design_line_verdict
 from core.plugins import outcome
 from core.records import Status, TrialRecord
 
@@ -53,8 +53,7 @@ def record_line(loop: str, record: TrialRecord) -> str:
         baseline = record.proposal is None or record.proposal.is_baseline
         what = "parent mechanism set" if baseline else record.proposal.region
         note = f" [dim]({escape(record.error[:90])})[/dim]" if record.error else ""
-        verdict = "baseline" if baseline else design_verdict(record)
-        verdict = "inconclusive: retest next cycle" if verdict == "retest" else verdict
+        verdict = design_line_verdict(record)
         shown = f"{record.metrics.get('gain', 0.0):.6g}"
         if not baseline and record.metrics.get("parent_gain") is not None:  # the two numbers the verdict compared
             shown += f" vs its parent's {record.metrics['parent_gain']:.6g}"

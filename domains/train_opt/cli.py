@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.cli import DECISION_OPTIONS, DomainCli, Opt, console, make_app
-from core.level2 import design_verdict
+from core.level2 import design_line_verdict
 from core.plugins import outcome
 from core.records import Status, TrialRecord
 
@@ -43,8 +43,7 @@ def record_line(loop: str, record: TrialRecord) -> str:
     if loop == "mechanism":
         baseline = record.proposal is None or record.proposal.is_baseline
         what = "parent mechanism set" if baseline else record.proposal.region
-        verdict = "baseline" if baseline else design_verdict(record)
-        verdict = "inconclusive: retest next cycle" if verdict == "retest" else verdict
+        verdict = design_line_verdict(record)
         gain, parent = record.metrics.get("gain"), record.metrics.get("parent_gain")
         shown = "-" if gain is None else f"{gain:.6f}"
         if not baseline and parent is not None:  # the two numbers the verdict compared

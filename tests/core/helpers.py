@@ -42,6 +42,20 @@ from core.state import RunDir
 X0 = 3.0
 TARGET = 0.0
 
+# a generated mechanism (as Level 2 loads one) that answers nothing: its parent set steers every iteration
+IDLE = '''"""Answers nothing: the parent set steers every iteration."""
+
+from core.mechanism import Mechanism
+
+
+class Idle(Mechanism):
+    name = "idle"
+    description = "Never proposes."
+
+    def propose(self, ctx):
+        return None
+'''
+
 
 class Trace(list):
     """An ordered log of ``"who.what"`` strings shared by several fakes."""

@@ -17,7 +17,7 @@ from core.level2 import BeatsParent, CycleTrialExecutor, GainOverParent, Mechani
 from core.loader import MechanismLoader
 from core.plugins import Evidence
 from core.records import Proposal, ProposalContext
-from tests.core.helpers import X0, QuadraticExecutor, ScriptedProposer, make_controller
+from tests.core.helpers import IDLE, X0, QuadraticExecutor, ScriptedProposer, make_controller
 
 CTX = ProposalContext(loop="mechanism", iteration=1, cycle=1, direction="maximize")
 
@@ -51,23 +51,9 @@ def test_beats_parent_refuses_a_negative_number_of_retests():
         BeatsParent(max_retests=-1)
 
 
-IDLE = '''"""Answers nothing: the parent set steers every iteration."""
-
-from core.mechanism import Mechanism
-
-
-class Idle(Mechanism):
-    name = "idle"
-    description = "Never proposes."
-
-    def propose(self, ctx):
-        return None
-'''
-
-
 def _level2(path: Path, cycles: int, *, max_retests: int = 1):
     """A Level-2 loop over an inner loop that cannot improve (the baseline is the optimum), so every
-    paired trial ends 0 against 0: inconclusive. Returns the Level-2 controller, its designer and the
+    paired trial ends 0 against 0: inconclusive; both baselines measured. Returns the Level-2 controller, its designer and the
     inner controller."""
     inner = make_controller(path, executor=QuadraticExecutor(target=X0))
     designer = ScriptedProposer([Proposal(changes={"template": "idle"}, payload=source, region="template:idle")
@@ -79,6 +65,8 @@ def _level2(path: Path, cycles: int, *, max_retests: int = 1):
         executor=CycleTrialExecutor(loader=MechanismLoader(path, check_timeout_s=20.0), installer=installer,
                                     run_cycle=lambda c: inner.run_cycle(c, 4), gain=lambda c: cycle_gain([inner], c)),
         cycles=cycles)
+    inner.ensure_baseline()
+    level2.ensure_baseline(cycle=0)  # cycle 0: the parent set's (on reopening: the journaled one)
     return level2, designer, inner
 
 
@@ -91,8 +79,6 @@ def test_an_inconclusive_design_is_tried_again_in_the_next_cycle_without_asking_
     path = tmp_path / "run"
     level2, designer, inner = _level2(path, cycles=3)
     try:
-        inner.ensure_baseline()
-        level2.ensure_baseline(cycle=0)
         first, retest = level2.step(1), level2.step(2)
     finally:
         inner.run.close()
@@ -114,8 +100,6 @@ def test_without_a_next_cycle_or_a_retest_allowed_an_inconclusive_design_is_reve
     path = tmp_path / "run"
     level2, designer, inner = _level2(path, cycles=cycles, max_retests=max_retests)
     try:
-        inner.ensure_baseline()
-        level2.ensure_baseline(cycle=0)
         first = level2.step(1)
         if cycles > 2:
             second = level2.step(2)
@@ -130,8 +114,6 @@ def test_a_retest_owed_when_the_run_stopped_is_run_on_resume(tmp_path: Path):
     path = tmp_path / "run"
     level2, designer, inner = _level2(path, cycles=3)
     try:
-        inner.ensure_baseline()
-        level2.ensure_baseline(cycle=0)
         first = level2.step(1)
     finally:
         inner.run.close()

@@ -20,7 +20,7 @@ from core.level2 import (
 from core.loader import MechanismLoader
 from core.plugins import ExecContext
 from core.records import BASELINE, REPLICATE, EvalInput, Proposal, Status, TrialRecord
-from tests.core.helpers import QuadraticProposer, make_controller, make_mechanism
+from tests.core.helpers import IDLE, QuadraticProposer, make_controller, make_mechanism
 
 STEERING = {
     "guidance": lambda seen: (lambda ctx: seen.append(ctx.iteration)),
@@ -133,20 +133,6 @@ class Jump(Mechanism):
     def propose(self, ctx):
         return Proposal(changes={"x": 0.0}, region="x:jump", hypothesis="the optimum")
 '''
-
-IDLE = '''"""Answers nothing: the parent set steers every iteration."""
-
-from core.mechanism import Mechanism
-
-
-class Idle(Mechanism):
-    name = "idle"
-    description = "Never proposes."
-
-    def propose(self, ctx):
-        return None
-'''
-
 
 def _trial(tmp_path: Path, source: str):
     """Cycle 0 without a design, then cycle 1 with ``source`` on trial: the Level-2 record's metrics,
